@@ -1,0 +1,5 @@
+"""`python -m exporter` runs the CLI."""
+
+from exporter.cli import main
+
+main()

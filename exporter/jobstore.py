@@ -1,0 +1,143 @@
+"""Jobs as the event stream tells them, and bounded per-queue retention of finished ones."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+#: Longest kept text of args, kwargs, results and exceptions; tracebacks get more.
+MAX_TEXT = 2048
+MAX_TRACEBACK = 8192
+TRUNCATION_MARK = "…[truncated]"
+
+
+def clip(text: object, limit: int = MAX_TEXT) -> str | None:
+    """A string no longer than `limit` characters (None stays None)."""
+    if text is None:
+        return None
+    value = text if isinstance(text, str) else str(text)
+    if len(value) <= limit:
+        return value
+    return value[: limit - len(TRUNCATION_MARK)] + TRUNCATION_MARK
+
+
+class Interner:
+    """Shares one copy of strings that repeat (tracebacks, exception texts)."""
+
+    def __init__(self, max_entries: int = 4096) -> None:
+        self._max = max_entries
+        self._strings: dict[str, str] = {}
+
+    def __call__(self, value: str | None) -> str | None:
+        if value is None:
+            return None
+        found = self._strings.get(value)
+        if found is not None:
+            return found
+        if len(self._strings) >= self._max:
+            self._strings.clear()
+        self._strings[value] = value
+        return value
+
+
+class Job:
+    """One Celery task as seen through its events; mutable until it finishes."""
+
+    __slots__ = (
+        "args",
+        "attempts",
+        "failures",
+        "finished_at",
+        "hostname",
+        "id",
+        "kwargs",
+        "name",
+        "queue",
+        "ready_at",
+        "received_at",
+        "result",
+        "sent_at",
+        "started_at",
+        "state",
+    )
+
+    def __init__(self, task_id: str) -> None:
+        self.id = task_id
+        self.name: str | None = None
+        self.queue: str | None = None
+        self.args: str | None = None
+        self.kwargs: str | None = None
+        self.sent_at: float | None = None
+        self.received_at: float | None = None
+        self.ready_at: float | None = None
+        self.started_at: float | None = None
+        self.finished_at: float | None = None
+        self.attempts = 0
+        self.failures: list[tuple[str | None, str | None]] | None = None
+        self.result: str | None = None
+        self.state = "pending"
+        self.hostname: str | None = None
+
+    @property
+    def published_at(self) -> float | None:
+        """When the job was published, else when it was first seen."""
+        return self.sent_at if self.sent_at is not None else self.received_at
+
+
+@dataclass(frozen=True)
+class RetentionLimits:
+    """How many finished jobs are kept per queue, and for how long (0: no age limit)."""
+
+    completed: int = 1000
+    failed: int = 5000
+    max_age: float = 0.0
+
+
+class JobStore:
+    """The newest finished jobs per queue: completed and failed, each bounded."""
+
+    def __init__(self, limits: RetentionLimits) -> None:
+        self.limits = limits
+        self._completed: dict[str, deque[Job]] = {}
+        self._failed: dict[str, deque[Job]] = {}
+
+    def add(self, job: Job) -> None:
+        """Keep a finished job (state `succeeded` or `failed`), evicting the oldest."""
+        queue = job.queue or "unknown"
+        if job.state == "failed":
+            lists, limit = self._failed, self.limits.failed
+        else:
+            lists, limit = self._completed, self.limits.completed
+        kept = lists.get(queue)
+        if kept is None:
+            kept = lists[queue] = deque(maxlen=limit)
+        kept.append(job)
+
+    def prune(self, now: float | None = None) -> None:
+        """Drop jobs older than the maximum age, if one is set."""
+        if not self.limits.max_age:
+            return
+        cutoff = (now if now is not None else time.time()) - self.limits.max_age
+        for lists in (self._completed, self._failed):
+            for kept in lists.values():
+                while kept and (kept[0].finished_at or 0.0) < cutoff:
+                    kept.popleft()
+
+    def counts(self) -> dict[str, tuple[int, int]]:
+        """(completed, failed) kept per queue."""
+        queues = self._completed.keys() | self._failed.keys()
+        return {
+            q: (len(self._completed.get(q, ())), len(self._failed.get(q, ()))) for q in queues
+        }
+
+    def newest_first(self, queue: str, status: str) -> Iterator[Job]:
+        """Kept jobs of one queue and status (`completed` or `failed`), newest first."""
+        lists = self._failed if status == "failed" else self._completed
+        return reversed(lists.get(queue, deque()))
+
+    def __len__(self) -> int:
+        return sum(len(d) for d in self._completed.values()) + sum(
+            len(d) for d in self._failed.values()
+        )

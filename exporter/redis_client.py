@@ -1,0 +1,90 @@
+"""Redis connections to the Celery broker: plain, TLS, unix socket and Sentinel URLs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import redis
+from redis.sentinel import Sentinel
+
+from exporter.settings import ConfigError, TransportOptions
+
+DEFAULT_SOCKET_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True)
+class BrokerEndpoint:
+    """Where the broker is and how to reach it, decoded from the broker URL."""
+
+    url: str
+    db: int
+    sentinel_hosts: tuple[tuple[str, int], ...] = ()
+    password: str | None = None
+    username: str | None = None
+
+    @property
+    def is_sentinel(self) -> bool:
+        """Whether the master is found through Redis Sentinel."""
+        return bool(self.sentinel_hosts)
+
+
+def parse_endpoint(url: str) -> BrokerEndpoint:
+    """Decode a redis://, rediss://, unix:// or sentinel:// (`;`-separated) broker URL."""
+    parts = [p.strip() for p in url.split(";") if p.strip()]
+    first = urlsplit(parts[0])
+    if first.scheme == "sentinel":
+        hosts = []
+        for part in parts:
+            split = urlsplit(part)
+            hosts.append((split.hostname or "localhost", split.port or 26379))
+        return BrokerEndpoint(
+            url=url,
+            db=_db_from_path(first.path),
+            sentinel_hosts=tuple(hosts),
+            password=unquote(first.password) if first.password else None,
+            username=unquote(first.username) if first.username else None,
+        )
+    if first.scheme == "unix":
+        query_db = dict(q.split("=", 1) for q in first.query.split("&") if "=" in q).get("db", "0")
+        return BrokerEndpoint(url=parts[0], db=int(query_db) if query_db.isdigit() else 0)
+    return BrokerEndpoint(url=parts[0], db=_db_from_path(first.path))
+
+
+def _db_from_path(path: str) -> int:
+    text = path.strip("/")
+    if not text:
+        return 0
+    if not text.isdigit():
+        raise ConfigError(f"--broker-url: database {text!r} is not a number")
+    return int(text)
+
+
+def connect(
+    endpoint: BrokerEndpoint,
+    transport: TransportOptions,
+    *,
+    socket_timeout: float = DEFAULT_SOCKET_TIMEOUT,
+) -> redis.Redis[bytes]:
+    """A Redis client on the broker (master, for Sentinel); connects lazily."""
+    common: dict[str, Any] = {
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": min(socket_timeout, 5.0),
+        "health_check_interval": 30,
+    }
+    if endpoint.is_sentinel:
+        if not transport.master_name:
+            raise ConfigError(
+                "--broker-transport-option: master_name is required with a sentinel:// broker URL"
+            )
+        sentinel = Sentinel(
+            list(endpoint.sentinel_hosts),
+            sentinel_kwargs=dict(transport.sentinel_kwargs) or None,
+            password=endpoint.password,
+            username=endpoint.username,
+            db=endpoint.db,
+            **common,
+        )
+        return sentinel.master_for(transport.master_name, redis_class=redis.Redis)
+    return redis.Redis.from_url(endpoint.url, **common)

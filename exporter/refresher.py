@@ -1,0 +1,272 @@
+"""The refresher: the only writer. Reads the sources, builds a Snapshot, swaps it in.
+
+A failing source keeps its last good reading, is marked down with the time of its
+last success, and never stops the loop or the other sources.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from typing import Generic, TypeVar
+
+from exporter.settings import Settings, redact_url
+from exporter.snapshot import (
+    ExporterCounters,
+    Snapshot,
+    SnapshotInputs,
+    SourceHealth,
+    build_queue_states,
+    live_workers,
+    place_tasks,
+)
+from exporter.sources.broker import BrokerReading, BrokerSource, resolve_queue
+from exporter.sources.workers import WorkersReading, WorkersSource
+from exporter.tracker import TaskTracker
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: A worker down this long is no longer reported (its worker_up series ends).
+WORKER_FORGET_AFTER = 3600.0
+
+
+@dataclass
+class _SourceState(Generic[T]):
+    """The last good reading of a source and its health."""
+
+    name: str
+    reading: T | None = None
+    up: bool = False
+    last_success: float | None = None
+    last_error: str | None = None
+    duration: float | None = None
+    enabled: bool = True
+
+    def succeeded(self, reading: T, duration: float) -> None:
+        if not self.up and self.last_error is not None:
+            log.info("%s source recovered", self.name)
+        self.reading, self.up, self.last_error = reading, True, None
+        self.last_success, self.duration = time.time(), duration
+
+    def failed(self, error: BaseException, duration: float) -> None:
+        message = redact_url(f"{type(error).__name__}: {error}")
+        if self.up or self.last_error != message:
+            log.warning("%s source failed: %s (serving its last good data)", self.name, message)
+        self.up, self.last_error, self.duration = False, message, duration
+
+    def health(self) -> SourceHealth:
+        return SourceHealth(
+            self.name, self.up, self.last_success, self.last_error, self.duration, self.enabled
+        )
+
+
+SnapshotListener = Callable[[Snapshot], None]
+
+
+class Refresher:
+    """Builds a new Snapshot every refresh interval in its own thread."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        broker: BrokerSource,
+        workers: WorkersSource | None,
+        tracker: TaskTracker,
+        *,
+        events_enabled: bool = True,
+        on_snapshot: SnapshotListener | None = None,
+    ) -> None:
+        self._settings = settings
+        self._broker_source = broker
+        self._workers_source = workers
+        self._tracker = tracker
+        self._on_snapshot = on_snapshot
+        self._broker = _SourceState[BrokerReading]("broker")
+        self._workers = _SourceState[WorkersReading]("workers", enabled=workers is not None)
+        self._events_enabled = events_enabled
+        self._known_worker_queues: dict[str, tuple[str, ...]] = {}
+        self._expected_workers: set[str] = set()
+        self._worker_replied_at: dict[str, float] = {}
+        self._malformed = {"unacked": 0, "inspect": 0}
+        self._generation = 0
+        self._failures = 0
+        self._last_success: float | None = None
+        self._snapshot: Snapshot | None = None
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inspect")
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def snapshot(self) -> Snapshot | None:
+        """The newest snapshot (None before the first refresh)."""
+        return self._snapshot
+
+    def start(self) -> None:
+        """Refresh now and then every interval, in a daemon thread."""
+        self._thread = threading.Thread(target=self._run, name="refresher", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the loop and wait for the current refresh to end."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _run(self) -> None:
+        interval = self._settings.refresh_interval
+        next_at = time.monotonic()
+        while not self._stop.is_set():
+            try:
+                self.refresh_once()
+            except Exception:  # the loop must survive anything a refresh does
+                self._failures += 1
+                log.exception("refresh failed; will try again")
+            next_at += interval
+            delay = next_at - time.monotonic()
+            if delay < 0:
+                next_at = time.monotonic()
+                delay = 0
+            self._stop.wait(delay)
+
+    def refresh_once(self) -> Snapshot:
+        """Read every source, build a snapshot, publish it."""
+        started = time.monotonic()
+        view_before = self._tracker.view()
+        expected = {
+            w.hostname for w in view_before.workers.values() if w.online
+        } | self._expected_workers
+        workers_future: Future[WorkersReading] | None = None
+        if self._workers_source is not None:
+            workers_future = self._pool.submit(self._workers_source.read, expected)
+
+        extra_queues = set(view_before.queues_seen) | {
+            q for queues in self._known_worker_queues.values() for q in queues
+        }
+        broker_started = time.monotonic()
+        try:
+            reading = self._broker_source.read(extra_queues)
+            self._broker.succeeded(reading, time.monotonic() - broker_started)
+            self._malformed["unacked"] += reading.new_malformed
+            self._last_success = time.time()
+        except Exception as exc:
+            self._broker.failed(exc, time.monotonic() - broker_started)
+
+        if workers_future is not None:
+            try:
+                workers = workers_future.result()
+                self._workers.succeeded(workers, workers.duration)
+                self._malformed["inspect"] += workers.malformed
+                for hostname, reply in workers.replies.items():
+                    self._worker_replied_at[hostname] = workers.read_at
+                    if reply.complete:
+                        self._known_worker_queues[hostname] = reply.queues
+            except Exception as exc:
+                self._workers.failed(exc, time.monotonic() - broker_started)
+
+        snapshot = self._build(started)
+        self._snapshot = snapshot
+        if self._on_snapshot is not None:
+            self._on_snapshot(snapshot)
+        return snapshot
+
+    def _build(self, started: float) -> Snapshot:
+        broker = self._broker.reading
+        workers_reading = self._workers.reading if self._workers.up else None
+        self._teach_tracker(broker, workers_reading)
+        view = self._tracker.view()
+        now = time.time()
+        inputs = SnapshotInputs(
+            broker=broker,
+            workers=self._workers.reading,
+            workers_healthy=self._workers.up,
+            known_worker_queues=self._known_worker_queues,
+            known_worker_replied_at=self._worker_replied_at,
+            tracker=view,
+            configured_queues=self._settings.queues,
+            worker_timeout=self._settings.worker_timeout,
+            forget_after=WORKER_FORGET_AFTER,
+            now=now,
+        )
+        workers = live_workers(inputs)
+        self._expected_workers = {h for h, w in workers.items() if w.up}
+        placements = place_tasks(inputs)
+        queues = build_queue_states(inputs, workers, placements)
+        self._generation += 1
+        events_health = SourceHealth(
+            "events",
+            up=view.stream_connected,
+            last_success=now if view.stream_connected else None,
+            enabled=self._events_enabled,
+        )
+        return Snapshot(
+            generation=self._generation,
+            created_at=now,
+            queues=queues,
+            workers=workers,
+            stats=view.stats,
+            sources={
+                "broker": self._broker.health(),
+                "workers": self._workers.health(),
+                "events": events_health,
+            },
+            counters=ExporterCounters(
+                events_received=view.events_received,
+                events_undecodable=view.events_undecodable,
+                events_lost=view.events_lost,
+                stream_reconnects=view.stream_reconnects,
+                jobs_evicted=view.jobs_evicted,
+                malformed=dict(self._malformed),
+                refreshes=self._generation,
+                refresh_failures=self._failures,
+            ),
+            placements=tuple(placements),
+            refresh_duration=time.monotonic() - started,
+            last_success=self._last_success,
+            broker_round_trips=broker.round_trips if broker and self._broker.up else 0,
+            stream_connected=view.stream_connected,
+        )
+
+    def _teach_tracker(
+        self, broker: BrokerReading | None, workers: WorkersReading | None
+    ) -> None:
+        """Pass the queues of in-flight tasks to the tracker; drop runs no worker holds."""
+        task_queues = {entry.task_id: entry.queue for entry in broker.unacked} if broker else {}
+        if workers is not None:
+            bindings = broker.bound_queues if broker else {}
+            held: set[str] = set()
+            for reply in workers.replies.values():
+                for task in (*reply.active, *reply.reserved, *reply.scheduled):
+                    task_queues.setdefault(
+                        task.task_id, resolve_queue(task.exchange, task.routing_key, bindings)
+                    )
+                    held.add(task.task_id)
+            self._drop_stale_active(workers, held)
+        self._tracker.learn_routes(task_queues, self._known_worker_queues)
+
+    def _drop_stale_active(self, workers: WorkersReading, held: set[str]) -> None:
+        """Events say running, yet the worker that ran it answered without it: it ended."""
+        round_started = workers.read_at - workers.duration
+        view = self._tracker.view()
+        stale = [
+            job.task_id
+            for job in view.active
+            if job.task_id not in held
+            and job.hostname is not None
+            and job.hostname in workers.replies
+            and workers.replies[job.hostname].complete
+            and (job.started_at or 0.0) < round_started - 1.0
+        ]
+        if stale:
+            self._tracker.drop_active(stale)
+
+
+def with_generation(snapshot: Snapshot, generation: int) -> Snapshot:
+    """A copy of a snapshot under another generation number (used by tests)."""
+    return replace(snapshot, generation=generation)

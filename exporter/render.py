@@ -1,0 +1,237 @@
+"""Snapshot → Prometheus exposition bytes, rendered once per refresh, in every variant."""
+
+from __future__ import annotations
+
+import gzip
+import platform
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import celery
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.exposition import generate_latest as generate_text
+from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as CONTENT_TYPE_OM
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+
+from exporter import __version__
+from exporter.snapshot import STATUSES, Snapshot
+from exporter.taskstats import HistogramData
+
+TEXT_CONTENT_TYPE = CONTENT_TYPE_LATEST
+OPENMETRICS_CONTENT_TYPE = CONTENT_TYPE_OM
+POLL_NOTE = (
+    " Read by the exporter's background refresh, not at scrape time; see "
+    "celery_exporter_last_refresh_timestamp_seconds."
+)
+
+
+@dataclass(frozen=True)
+class RenderedMetrics:
+    """The exposition of one snapshot in each format, plain and gzipped."""
+
+    generation: int
+    text: bytes
+    text_gzip: bytes
+    openmetrics: bytes
+    openmetrics_gzip: bytes
+
+    def body(self, *, openmetrics: bool, compressed: bool) -> bytes:
+        """The bytes for one variant."""
+        if openmetrics:
+            return self.openmetrics_gzip if compressed else self.openmetrics
+        return self.text_gzip if compressed else self.text
+
+
+def render(snapshot: Snapshot) -> RenderedMetrics:
+    """Render every exposition variant of a snapshot."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_SnapshotCollector(snapshot))
+    text = generate_text(registry)
+    openmetrics = generate_openmetrics(registry)  # type: ignore[no-untyped-call]
+    return RenderedMetrics(
+        generation=snapshot.generation,
+        text=text,
+        text_gzip=gzip.compress(text, compresslevel=6, mtime=0),
+        openmetrics=openmetrics,
+        openmetrics_gzip=gzip.compress(openmetrics, compresslevel=6, mtime=0),
+    )
+
+
+class _SnapshotCollector:
+    """Yields metric families for one snapshot (a prometheus_client custom collector)."""
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self._snapshot = snapshot
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._queue_metrics()
+        yield from self._worker_metrics()
+        yield from self._task_metrics()
+        yield from self._self_metrics()
+
+    def _queue_metrics(self) -> Iterator[Metric]:
+        queues = self._snapshot.queues.values()
+        jobs = GaugeMetricFamily(
+            "celery_queue_jobs",
+            "Jobs per queue and status (waiting, active, delayed, paused, completed, failed); "
+            "completed and failed count the jobs retained by the exporter." + POLL_NOTE,
+            labels=["queue", "status"],
+        )
+        consumers = GaugeMetricFamily(
+            "celery_queue_consumers",
+            "Live workers consuming from the queue; 0 means its waiting jobs are paused."
+            + POLL_NOTE,
+            labels=["queue"],
+        )
+        prefetched = GaugeMetricFamily(
+            "celery_queue_prefetched_jobs",
+            "Jobs of the queue reserved by a worker without an ETA (counted in waiting)."
+            + POLL_NOTE,
+            labels=["queue"],
+        )
+        for queue in queues:
+            for status in STATUSES:
+                jobs.add_metric([queue.name, status], queue.counts[status])
+            consumers.add_metric([queue.name], queue.consumers)
+            prefetched.add_metric([queue.name], queue.prefetched)
+        yield jobs
+        yield consumers
+        yield prefetched
+
+    def _worker_metrics(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily(
+            "celery_worker_up",
+            "1 if the worker answered the last inspect round or sent a recent heartbeat.",
+            labels=["worker"],
+        )
+        active = GaugeMetricFamily(
+            "celery_worker_active_tasks", "Tasks the worker is running.", labels=["worker"]
+        )
+        for worker in self._snapshot.workers.values():
+            up.add_metric([worker.hostname], 1 if worker.up else 0)
+            active.add_metric([worker.hostname], worker.active if worker.up else 0)
+        yield up
+        yield active
+
+    def _task_metrics(self) -> Iterator[Metric]:
+        stats = self._snapshot.stats
+        outcomes = CounterMetricFamily(
+            "celery_tasks",
+            "Task executions that ended, by queue, task name and outcome "
+            "(succeeded, failed, retried, revoked, rejected), from the event stream.",
+            labels=["queue", "task", "outcome"],
+        )
+        for (queue, task, outcome), value in sorted(stats.outcomes.items()):
+            outcomes.add_metric([queue, task, outcome], value)
+        yield outcomes
+        runtime = HistogramMetricFamily(
+            "celery_task_runtime_seconds",
+            "How long task executions ran, by queue and task name.",
+            labels=["queue", "task"],
+        )
+        for (queue, task), data in sorted(stats.runtime.items()):
+            runtime.add_metric([queue, task], *_histogram(data))
+        yield runtime
+        wait = HistogramMetricFamily(
+            "celery_task_queue_wait_seconds",
+            "Time from when a job could run (published, or its ETA) to when it started.",
+            labels=["queue"],
+        )
+        for queue, data in sorted(stats.queue_wait.items()):
+            wait.add_metric([queue], *_histogram(data))
+        yield wait
+
+    def _self_metrics(self) -> Iterator[Metric]:
+        snap = self._snapshot
+        counters = snap.counters
+        yield _gauge("celery_exporter_up", "1 if the last read of the broker succeeded.",
+                     1 if snap.broker_up else 0)
+        info = GaugeMetricFamily(
+            "celery_exporter_build_info",
+            "The exporter's version and the Python and Celery it runs on; always 1.",
+            labels=["version", "python_version", "celery_version"],
+        )
+        info.add_metric([__version__, platform.python_version(), celery.__version__], 1)
+        yield info
+        yield _gauge("celery_exporter_refresh_duration_seconds",
+                     "How long building the current snapshot took.", snap.refresh_duration)
+        yield _gauge("celery_exporter_last_refresh_timestamp_seconds",
+                     "When the current snapshot was built (Unix time).", snap.created_at)
+        yield _gauge("celery_exporter_last_successful_refresh_timestamp_seconds",
+                     "When the broker was last read successfully (Unix time; 0 if never).",
+                     snap.last_success or 0.0)
+        yield _gauge("celery_exporter_broker_round_trips",
+                     "Redis round trips of the last broker read.", snap.broker_round_trips)
+        source_up = GaugeMetricFamily(
+            "celery_exporter_source_up",
+            "1 if the source's last read succeeded (broker, workers, events).",
+            labels=["source"],
+        )
+        source_last = GaugeMetricFamily(
+            "celery_exporter_source_last_success_timestamp_seconds",
+            "When the source last read successfully (Unix time; 0 if never).",
+            labels=["source"],
+        )
+        for source in snap.sources.values():
+            if not source.enabled:
+                continue
+            source_up.add_metric([source.name], 1 if source.up else 0)
+            source_last.add_metric([source.name], source.last_success or 0.0)
+        yield source_up
+        yield source_last
+        yield _counter("celery_exporter_events_received",
+                       "Celery events received from the event stream.", counters.events_received)
+        yield _counter("celery_exporter_events_undecodable",
+                       "Event stream payloads or events that could not be decoded (skipped).",
+                       counters.events_undecodable)
+        yield _counter("celery_exporter_events_lost",
+                       "task-started events known to be missed (from workers' heartbeat "
+                       "counters), e.g. while the subscription was dropped.",
+                       counters.events_lost)
+        yield _counter("celery_exporter_event_stream_reconnects",
+                       "Times the event subscription was lost and made again.",
+                       counters.stream_reconnects)
+        yield _counter("celery_exporter_jobs_evicted",
+                       "In-flight jobs forgotten because more were tracked than allowed.",
+                       counters.jobs_evicted)
+        malformed = CounterMetricFamily(
+            "celery_exporter_malformed_messages",
+            "Broker entries or worker replies that could not be read (skipped), by source.",
+            labels=["source"],
+        )
+        for origin, value in sorted(counters.malformed.items()):
+            malformed.add_metric([origin], value)
+        yield malformed
+        yield _gauge("celery_exporter_folded_task_names",
+                     "Distinct task names reported as task=\"other\" past the name limit.",
+                     snap.stats.folded_task_names)
+
+
+def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, documentation, value=value)
+
+
+def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(name, documentation, value=value)
+
+
+def _histogram(data: HistogramData) -> tuple[list[tuple[str, float]], float]:
+    buckets: list[tuple[str, float]] = []
+    cumulative = 0
+    for bound, count in zip(data.bounds, data.counts, strict=False):
+        cumulative += count
+        buckets.append((_bound(bound), cumulative))
+    cumulative += data.counts[-1]
+    buckets.append(("+Inf", cumulative))
+    return buckets, data.total
+
+
+def _bound(value: float) -> str:
+    return repr(float(value))

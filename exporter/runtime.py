@@ -1,0 +1,122 @@
+"""Wires the sources, the tracker and the refresher together for one sidecar process."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from exporter.jobstore import RetentionLimits
+from exporter.redis_client import connect, parse_endpoint
+from exporter.refresher import Refresher
+from exporter.render import RenderedMetrics, render
+from exporter.settings import Settings
+from exporter.snapshot import Snapshot
+from exporter.sources.broker import BrokerSource
+from exporter.sources.events import EventStream
+from exporter.sources.workers import WorkersSource, make_inspect_app
+from exporter.taskstats import TaskStats
+from exporter.tracker import TaskTracker
+
+log = logging.getLogger(__name__)
+
+
+class Runtime:
+    """The running sidecar core: event stream, refresher, and the current snapshot."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        on_rendered: Callable[[Snapshot, RenderedMetrics], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self._on_rendered = on_rendered
+        endpoint = parse_endpoint(settings.broker_url)
+        transport = settings.transport
+        self._client = connect(endpoint, transport)
+        self.tracker = TaskTracker(
+            limits=RetentionLimits(
+                settings.completed_retention, settings.failed_retention, settings.retention_max_age
+            ),
+            stats=TaskStats(
+                max_task_names=settings.max_task_names,
+                runtime_buckets=settings.runtime_buckets,
+                queue_wait_buckets=settings.queue_wait_buckets,
+            ),
+            max_tracked_jobs=settings.max_tracked_jobs,
+        )
+        self._inspect_app = make_inspect_app(settings.broker_url, transport.as_kombu_options())
+        self.refresher = Refresher(
+            settings,
+            BrokerSource(
+                self._client,
+                transport,
+                configured_queues=settings.queues,
+                discovery_interval=settings.discovery_interval,
+            ),
+            WorkersSource(self._inspect_app, settings.inspect_timeout),
+            self.tracker,
+            events_enabled=settings.events,
+            on_snapshot=self._publish,
+        )
+        self.events: EventStream | None = None
+        if settings.events:
+            self.events = EventStream(
+                connect(endpoint, transport, socket_timeout=30.0),
+                transport.event_channel_pattern(endpoint.db),
+                self.tracker.apply_batch,
+                on_state=lambda connected, again: self.tracker.mark_stream(
+                    connected, reconnected=again
+                ),
+            )
+        self._rendered: RenderedMetrics | None = None
+        self._enabler: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    @property
+    def snapshot(self) -> Snapshot | None:
+        """The newest snapshot, or None before the first refresh."""
+        return self.refresher.snapshot
+
+    @property
+    def rendered(self) -> RenderedMetrics | None:
+        """The newest snapshot's exposition bytes."""
+        return self._rendered
+
+    def _publish(self, snapshot: Snapshot) -> None:
+        rendered = render(snapshot)
+        self._rendered = rendered
+        if self._on_rendered is not None:
+            self._on_rendered(snapshot, rendered)
+
+    def start(self) -> None:
+        """Start the event stream, the refresher and (if asked) the events enabler."""
+        log.info(
+            "watching broker %s every %.1fs", self.settings.redacted_broker_url,
+            self.settings.refresh_interval,
+        )
+        if self.events is not None:
+            self.events.start()
+        self.refresher.start()
+        if self.settings.enable_events_interval > 0:
+            self._enabler = threading.Thread(
+                target=self._enable_events_loop, name="enable-events", daemon=True
+            )
+            self._enabler.start()
+
+    def stop(self) -> None:
+        """Stop every thread this runtime started."""
+        self._stop.set()
+        self.refresher.stop()
+        if self.events is not None:
+            self.events.stop()
+
+    def _enable_events_loop(self) -> None:
+        """Ask every worker to send task events, now and then (workers started without -E)."""
+        while not self._stop.is_set():
+            try:
+                self._inspect_app.control.enable_events()
+            except Exception as exc:  # a broker hiccup must not end the loop
+                log.warning("could not broadcast enable_events: %s", exc)
+            self._stop.wait(self.settings.enable_events_interval)

@@ -1,0 +1,62 @@
+"""Gunicorn, embedded: one command starts the HTTP server and the sidecar core."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+from exporter.settings import Settings
+from exporter.sharing import build_provider
+
+log = logging.getLogger(__name__)
+
+
+class SidecarApplication(BaseApplication):  # type: ignore[misc]
+    """A gunicorn application whose workers serve the Falcon app (gthread workers)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        super().__init__()
+
+    def load_config(self) -> None:
+        settings = self._settings
+        host = f"[{settings.listen_host}]" if ":" in settings.listen_host else settings.listen_host
+        options: dict[str, Any] = {
+            "bind": f"{host}:{settings.listen_port}",
+            "workers": settings.web_workers,
+            "worker_class": "gthread",
+            "threads": settings.web_threads,
+            "timeout": 30,
+            "graceful_timeout": 10,
+            "keepalive": 15,
+            "accesslog": None,
+            "errorlog": "-",
+            "loglevel": settings.log_level,
+            "proc_name": "celery-jobs-exporter",
+            "worker_exit": _worker_exit,
+        }
+        for key, value in options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        """Runs in each gunicorn worker after fork: build the provider, then the app."""
+        from exporter.web.app import create_app
+
+        provider = build_provider(self._settings)
+        _PROVIDERS.append(provider)
+        return create_app(provider, stale_after=self._settings.stale_after)
+
+
+_PROVIDERS: list[Any] = []
+
+
+def _worker_exit(server: Any, worker: Any) -> None:
+    for provider in _PROVIDERS:
+        provider.close()
+
+
+def serve(settings: Settings) -> None:
+    """Run the sidecar until interrupted."""
+    SidecarApplication(settings).run()

@@ -1,0 +1,245 @@
+"""Typed settings of the sidecar, and the parsing that builds them from raw values."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+DEFAULT_PRIORITY_STEPS: tuple[int, ...] = (0, 3, 6, 9)
+DEFAULT_SEP = "\x06\x16"
+DEFAULT_RUNTIME_BUCKETS: tuple[float, ...] = (
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+)
+DEFAULT_QUEUE_WAIT_BUCKETS: tuple[float, ...] = DEFAULT_RUNTIME_BUCKETS
+
+SUPPORTED_SCHEMES = ("redis", "rediss", "sentinel", "unix")
+LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class ConfigError(ValueError):
+    """A setting is invalid; the message names the flag and what is allowed."""
+
+
+@dataclass(frozen=True)
+class TransportOptions:
+    """The kombu Redis transport options that decide where Celery keeps its data."""
+
+    sep: str = DEFAULT_SEP
+    priority_steps: tuple[int, ...] = DEFAULT_PRIORITY_STEPS
+    global_keyprefix: str = ""
+    visibility_timeout: float = 3600.0
+    unacked_key: str = "unacked"
+    fanout_prefix: bool | str = True
+    fanout_patterns: bool = True
+    master_name: str | None = None
+    sentinel_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def as_kombu_options(self) -> dict[str, Any]:
+        """These options as Celery's `broker_transport_options` mapping."""
+        options: dict[str, Any] = dict(self.extra)
+        options.update(
+            sep=self.sep,
+            priority_steps=list(self.priority_steps),
+            global_keyprefix=self.global_keyprefix,
+            visibility_timeout=self.visibility_timeout,
+            unacked_key=self.unacked_key,
+            fanout_prefix=self.fanout_prefix,
+            fanout_patterns=self.fanout_patterns,
+        )
+        if self.master_name:
+            options["master_name"] = self.master_name
+        if self.sentinel_kwargs:
+            options["sentinel_kwargs"] = dict(self.sentinel_kwargs)
+        return options
+
+    def queue_key(self, queue: str, step: int) -> str:
+        """The Redis list holding `queue`'s messages of priority step `step` (prefix included)."""
+        name = queue if step == 0 else f"{queue}{self.sep}{step}"
+        return self.global_keyprefix + name
+
+    def queue_keys(self, queue: str) -> list[str]:
+        """Every priority sub-list of `queue`, in the order workers pop them."""
+        return [self.queue_key(queue, step) for step in self.priority_steps]
+
+    def event_channel_pattern(self, db: int, exchange: str = "celeryev") -> str:
+        """The PSUBSCRIBE pattern of Celery's event exchange on this broker."""
+        if self.fanout_prefix is True:
+            prefix = f"/{db}."
+        elif isinstance(self.fanout_prefix, str) and self.fanout_prefix:
+            prefix = self.fanout_prefix
+        else:
+            prefix = ""
+        suffix = "/*" if self.fanout_patterns else ""
+        return f"{self.global_keyprefix}{prefix}{exchange}{suffix}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the sidecar is configured with; built once by the CLI."""
+
+    broker_url: str
+    transport: TransportOptions = field(default_factory=TransportOptions)
+    queues: tuple[str, ...] = ()
+    refresh_interval: float = 5.0
+    inspect_timeout: float = 1.0
+    discovery_interval: float = 30.0
+    listen_host: str = "0.0.0.0"
+    listen_port: int = 9813
+    web_workers: int = 1
+    web_threads: int = 4
+    log_level: str = "info"
+    log_format: str = "text"
+    events: bool = True
+    enable_events_interval: float = 0.0
+    worker_timeout: float = 30.0
+    completed_retention: int = 1000
+    failed_retention: int = 5000
+    retention_max_age: float = 0.0
+    max_task_names: int = 500
+    max_tracked_jobs: int = 100_000
+    runtime_buckets: tuple[float, ...] = DEFAULT_RUNTIME_BUCKETS
+    queue_wait_buckets: tuple[float, ...] = DEFAULT_QUEUE_WAIT_BUCKETS
+    state_dir: str | None = None
+
+    @property
+    def redacted_broker_url(self) -> str:
+        """The broker URL with every password replaced, safe for logs and errors."""
+        return redact_url(self.broker_url)
+
+    @property
+    def stale_after(self) -> float:
+        """How old the last successful refresh may be before /readyz fails."""
+        return max(3 * self.refresh_interval, self.refresh_interval + 2 * self.inspect_timeout + 5)
+
+
+_PASSWORD_IN_URL = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@;]*:)(?P<pw>[^@;]*)(?=@)", re.I)
+
+
+def redact_url(url: str) -> str:
+    """Replace the password of every URL in a (possibly `;`-separated) broker URL by `***`."""
+    return _PASSWORD_IN_URL.sub(lambda m: m.group("head") + "***", url)
+
+
+def validate_broker_url(url: str) -> str:
+    """Check the broker URL's scheme(s); returns it unchanged or raises ConfigError."""
+    if not url:
+        raise ConfigError("--broker-url: must not be empty (e.g. redis://localhost:6379/0)")
+    for part in url.split(";"):
+        scheme = urlsplit(part.strip()).scheme.lower()
+        if scheme not in SUPPORTED_SCHEMES:
+            raise ConfigError(
+                f"--broker-url: scheme {scheme or '(none)'!r} of {redact_url(part)!r} is not "
+                f"supported; use one of {', '.join(s + '://' for s in SUPPORTED_SCHEMES)}"
+            )
+    return url
+
+
+def parse_option_value(raw: str) -> Any:
+    """A transport option's value: JSON where it parses as JSON, else the plain string."""
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
+
+
+def parse_transport_options(pairs: Sequence[str]) -> TransportOptions:
+    """Build TransportOptions from repeated `KEY=VALUE` strings, validating known keys."""
+    raw: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(
+                f"--broker-transport-option: {pair!r} is not KEY=VALUE "
+                "(e.g. priority_steps=[0,3,6,9] or sep=:)"
+            )
+        raw[key] = parse_option_value(value)
+    return transport_options_from_mapping(raw)
+
+
+def transport_options_from_mapping(raw: Mapping[str, Any]) -> TransportOptions:
+    """Validate a mapping of transport options (as Celery's broker_transport_options)."""
+    flag = "--broker-transport-option"
+    known: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key == "sep":
+            known[key] = _require_str(flag, key, value, allow_empty=False)
+        elif key in ("global_keyprefix", "unacked_key"):
+            known[key] = _require_str(flag, key, value, allow_empty=key == "global_keyprefix")
+        elif key == "master_name":
+            known[key] = _require_str(flag, key, value, allow_empty=False)
+        elif key == "priority_steps":
+            known[key] = _priority_steps(flag, value)
+        elif key == "visibility_timeout":
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                raise ConfigError(
+                    f"{flag}: visibility_timeout must be a positive number of seconds"
+                )
+            known[key] = float(value)
+        elif key == "fanout_prefix":
+            if not isinstance(value, bool | str):
+                raise ConfigError(f"{flag}: fanout_prefix must be true, false or a string")
+            known[key] = value
+        elif key == "fanout_patterns":
+            if not isinstance(value, bool):
+                raise ConfigError(f"{flag}: fanout_patterns must be true or false")
+            known[key] = value
+        elif key == "sentinel_kwargs":
+            if not isinstance(value, dict):
+                raise ConfigError(f"{flag}: sentinel_kwargs must be a JSON object")
+            known[key] = value
+        else:
+            extra[key] = value
+    return TransportOptions(**known, extra=extra)
+
+
+def _require_str(flag: str, key: str, value: Any, *, allow_empty: bool) -> str:
+    if not isinstance(value, str) or (not allow_empty and not value):
+        raise ConfigError(f"{flag}: {key} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _priority_steps(flag: str, value: Any) -> tuple[int, ...]:
+    if (
+        not isinstance(value, list)
+        or not value
+        or not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in value)
+    ):
+        raise ConfigError(
+            f"{flag}: priority_steps must be a JSON list of integers 0..255, e.g. [0,3,6,9]; "
+            f"got {value!r}"
+        )
+    steps = tuple(sorted(set(value)))
+    if steps[0] != 0:
+        raise ConfigError(f"{flag}: priority_steps must include 0, got {value!r}")
+    return steps
+
+
+def parse_listen_address(value: str) -> tuple[str, int]:
+    """Split HOST:PORT (IPv6 as [::1]:PORT) into host and port."""
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ConfigError(
+            f"--listen-address: {value!r} is not HOST:PORT with a port 1..65535 "
+            "(e.g. 0.0.0.0:9813)"
+        )
+    host = host.strip("[]") or "0.0.0.0"
+    return host, int(port_text)
+
+
+def parse_buckets(flag: str, value: str) -> tuple[float, ...]:
+    """Parse a comma-separated list of increasing positive bucket bounds."""
+    try:
+        bounds = tuple(float(part) for part in value.split(",") if part.strip())
+    except ValueError as exc:
+        raise ConfigError(f"{flag}: {value!r} is not a comma-separated list of numbers") from exc
+    if not bounds or any(b <= 0 for b in bounds) or list(bounds) != sorted(set(bounds)):
+        raise ConfigError(f"{flag}: bounds must be positive and strictly increasing, got {value!r}")
+    return bounds

@@ -1,0 +1,248 @@
+"""The immutable Snapshot every reader serves, and how it is built from the sources.
+
+Statuses are disjoint: a task id found in several places counts once, in the first
+of active, delayed, prefetched (waiting) that holds it. See DESIGN.md for what each
+status means on Celery.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from exporter.sources.broker import BrokerReading, resolve_queue
+from exporter.sources.workers import WorkerReply, WorkersReading, WorkerTask
+from exporter.taskstats import TaskStatsData
+from exporter.tracker import TrackerView
+
+STATUSES = ("waiting", "active", "delayed", "paused", "completed", "failed")
+
+
+@dataclass(frozen=True)
+class QueueState:
+    """One queue's counts by status, consumers and prefetched jobs."""
+
+    name: str
+    counts: Mapping[str, int]
+    consumers: int
+    prefetched: int
+
+
+@dataclass(frozen=True)
+class WorkerState:
+    """One worker's liveness and what it holds."""
+
+    hostname: str
+    up: bool
+    queues: tuple[str, ...]
+    active: int
+    concurrency: int | None
+    last_seen: float | None
+
+
+@dataclass(frozen=True)
+class SourceHealth:
+    """Whether a source's last read worked, and when one last did."""
+
+    name: str
+    up: bool
+    last_success: float | None
+    last_error: str | None = None
+    duration: float | None = None
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class TaskPlacement:
+    """Where one task id stands now, for the Jobs API."""
+
+    task_id: str
+    name: str | None
+    queue: str
+    status: str
+    eta: float | None = None
+    started_at: float | None = None
+    hostname: str | None = None
+
+
+@dataclass(frozen=True)
+class ExporterCounters:
+    """The exporter's own monotonic counters."""
+
+    events_received: int = 0
+    events_undecodable: int = 0
+    events_lost: int = 0
+    stream_reconnects: int = 0
+    jobs_evicted: int = 0
+    malformed: Mapping[str, int] = field(default_factory=dict)
+    refreshes: int = 0
+    refresh_failures: int = 0
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything readers serve, built by the refresher and swapped in one reference."""
+
+    generation: int
+    created_at: float
+    queues: Mapping[str, QueueState]
+    workers: Mapping[str, WorkerState]
+    stats: TaskStatsData
+    sources: Mapping[str, SourceHealth]
+    counters: ExporterCounters
+    placements: tuple[TaskPlacement, ...]
+    refresh_duration: float
+    last_success: float | None
+    broker_round_trips: int
+    stream_connected: bool = False
+
+    @property
+    def broker_up(self) -> bool:
+        """Whether the newest broker read succeeded."""
+        source = self.sources.get("broker")
+        return bool(source and source.up)
+
+
+@dataclass(frozen=True)
+class SnapshotInputs:
+    """What the refresher gathered for one snapshot."""
+
+    broker: BrokerReading | None
+    workers: WorkersReading | None
+    workers_healthy: bool
+    known_worker_queues: Mapping[str, tuple[str, ...]]
+    known_worker_replied_at: Mapping[str, float]
+    tracker: TrackerView
+    configured_queues: Iterable[str]
+    worker_timeout: float
+    now: float
+    forget_after: float = 3600.0
+
+
+def live_workers(inputs: SnapshotInputs) -> dict[str, WorkerState]:
+    """Every known worker, up if it answered this round or heartbeats recently."""
+    replies: Mapping[str, WorkerReply] = inputs.workers.replies if inputs.workers else {}
+    seen = inputs.tracker.workers
+    states: dict[str, WorkerState] = {}
+    for hostname in sorted(set(replies) | set(seen) | set(inputs.known_worker_queues)):
+        reply = replies.get(hostname)
+        heartbeat = seen.get(hostname)
+        heartbeat_fresh = bool(
+            heartbeat
+            and heartbeat.online
+            and inputs.now - heartbeat.last_seen <= inputs.worker_timeout
+        )
+        went_offline = bool(heartbeat and not heartbeat.online)
+        if reply is not None:
+            up = not went_offline or heartbeat_fresh
+        elif not inputs.workers_healthy:
+            # Inspection is failing: keep what we knew unless the worker said goodbye.
+            up = not went_offline
+        else:
+            up = heartbeat_fresh
+        last_seen = inputs.now if reply else max(
+            heartbeat.last_seen if heartbeat else 0.0,
+            inputs.known_worker_replied_at.get(hostname, 0.0),
+        ) or None
+        if not up and (last_seen is None or inputs.now - last_seen > inputs.forget_after):
+            continue
+        queues = reply.queues if reply else inputs.known_worker_queues.get(hostname, ())
+        states[hostname] = WorkerState(
+            hostname=hostname,
+            up=up,
+            queues=queues,
+            active=len(reply.active) if reply else (heartbeat.active or 0 if heartbeat else 0),
+            concurrency=reply.concurrency if reply else None,
+            last_seen=last_seen,
+        )
+    return states
+
+
+def place_tasks(inputs: SnapshotInputs) -> list[TaskPlacement]:
+    """Assign every in-flight task id to exactly one of active, delayed and prefetched."""
+    bindings = inputs.broker.bound_queues if inputs.broker else {}
+    placed: dict[str, TaskPlacement] = {}
+
+    def queue_of(task: WorkerTask) -> str:
+        return resolve_queue(task.exchange, task.routing_key, bindings)
+
+    replies = inputs.workers.replies.values() if inputs.workers else ()
+    for reply in replies:
+        for task in reply.active:
+            placed.setdefault(task.task_id, TaskPlacement(
+                task.task_id, task.name, queue_of(task), "active",
+                started_at=task.started_at, hostname=reply.hostname,
+            ))
+    for job in inputs.tracker.active:
+        if job.task_id not in placed and job.queue is not None:
+            placed[job.task_id] = TaskPlacement(
+                job.task_id, job.name, job.queue, "active",
+                started_at=job.started_at, hostname=job.hostname,
+            )
+    now = inputs.now
+    for reply in replies:
+        for task in reply.scheduled:
+            if task.eta is not None and task.eta > now:
+                placed.setdefault(task.task_id, TaskPlacement(
+                    task.task_id, task.name, queue_of(task), "delayed",
+                    eta=task.eta, hostname=reply.hostname,
+                ))
+    unacked = inputs.broker.unacked if inputs.broker else ()
+    for entry in unacked:
+        if entry.eta is not None and entry.eta > now:
+            placed.setdefault(entry.task_id, TaskPlacement(
+                entry.task_id, entry.name, entry.queue, "delayed", eta=entry.eta,
+            ))
+    for reply in replies:
+        for task in reply.reserved:
+            placed.setdefault(task.task_id, TaskPlacement(
+                task.task_id, task.name, queue_of(task), "prefetched", hostname=reply.hostname,
+            ))
+    for entry in unacked:
+        placed.setdefault(entry.task_id, TaskPlacement(
+            entry.task_id, entry.name, entry.queue, "prefetched", eta=entry.eta,
+        ))
+    return list(placed.values())
+
+
+def build_queue_states(
+    inputs: SnapshotInputs,
+    workers: Mapping[str, WorkerState],
+    placements: Iterable[TaskPlacement],
+) -> dict[str, QueueState]:
+    """Counts per queue and status, consumers and prefetched, for every known queue."""
+    broker = inputs.broker
+    lists = broker.waiting_in_lists if broker else {}
+    names = set(inputs.configured_queues) | set(lists) | inputs.tracker.queues_seen
+    names |= set(inputs.tracker.retained)
+    if broker:
+        names |= broker.queues
+    consumers: dict[str, int] = {}
+    for worker in workers.values():
+        names.update(worker.queues)
+        if worker.up:
+            for queue in worker.queues:
+                consumers[queue] = consumers.get(queue, 0) + 1
+    by_queue: dict[str, dict[str, int]] = {}
+    for placement in placements:
+        names.add(placement.queue)
+        tally = by_queue.setdefault(placement.queue, {})
+        tally[placement.status] = tally.get(placement.status, 0) + 1
+
+    states: dict[str, QueueState] = {}
+    for name in sorted(names):
+        tally = by_queue.get(name, {})
+        in_lists = lists.get(name, 0)
+        prefetched = tally.get("prefetched", 0)
+        consumed = consumers.get(name, 0) > 0
+        completed, failed = inputs.tracker.retained.get(name, (0, 0))
+        counts = {
+            "waiting": prefetched + (in_lists if consumed else 0),
+            "active": tally.get("active", 0),
+            "delayed": tally.get("delayed", 0),
+            "paused": 0 if consumed else in_lists,
+            "completed": completed,
+            "failed": failed,
+        }
+        states[name] = QueueState(name, counts, consumers.get(name, 0), prefetched)
+    return states

@@ -1,0 +1,1 @@
+"""Sources read the world (broker, workers, events) and return plain data."""

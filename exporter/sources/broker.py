@@ -1,0 +1,214 @@
+"""Read the broker (Redis) side of Celery: queues, their list lengths, and the unacked hash.
+
+Every read is pipelined: one refresh costs two round trips (plus a SCAN for binding
+tables every discovery interval), and its work grows with the number of queues and
+unacked entries, never with the number of waiting messages.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from exporter.settings import TransportOptions
+from exporter.sources.messages import MalformedMessage, parse_unacked_entry
+
+log = logging.getLogger(__name__)
+
+BINDING_PREFIX = "_kombu.binding."
+#: Exchanges whose bindings are Celery internals, not task queues.
+INTERNAL_EXCHANGE_SUFFIXES = (".pidbox",)
+INTERNAL_EXCHANGES = frozenset({"celeryev"})
+
+
+@dataclass(frozen=True, slots=True)
+class UnackedTask:
+    """A message a worker took from a queue and has not acknowledged yet."""
+
+    delivery_tag: str
+    task_id: str
+    name: str | None
+    queue: str
+    eta: float | None
+
+
+@dataclass(frozen=True)
+class BrokerReading:
+    """One consistent read of the broker."""
+
+    queues: frozenset[str]
+    waiting_in_lists: Mapping[str, int]
+    unacked: tuple[UnackedTask, ...]
+    new_malformed: int
+    round_trips: int
+    read_at: float
+    bound_queues: Mapping[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
+
+
+def is_internal_exchange(exchange: str) -> bool:
+    """Whether an exchange carries Celery's own traffic (events, remote control)."""
+    return exchange in INTERNAL_EXCHANGES or exchange.endswith(INTERNAL_EXCHANGE_SUFFIXES)
+
+
+class BrokerSource:
+    """Reads queue state from the broker; holds only caches, never writes to Redis."""
+
+    def __init__(
+        self,
+        client: redis.Redis[bytes],
+        transport: TransportOptions,
+        *,
+        configured_queues: Iterable[str] = (),
+        discovery_interval: float = 30.0,
+    ) -> None:
+        self._client = client
+        self._transport = transport
+        self._configured = frozenset(configured_queues)
+        self._discovery_interval = discovery_interval
+        self._binding_keys: list[str] = []
+        self._discovered_at = float("-inf")
+        self._unacked_cache: dict[bytes, UnackedTask | None] = {}
+
+    def read(self, extra_queues: Iterable[str] = ()) -> BrokerReading:
+        """Read every known queue's lists and the unacked hash; raises redis errors."""
+        started = time.monotonic()
+        round_trips = 0
+        if started - self._discovered_at >= self._discovery_interval:
+            round_trips += self._discover_binding_keys()
+            self._discovered_at = started
+
+        prefix = self._transport.global_keyprefix
+        pipe = self._client.pipeline(transaction=False)
+        for key in self._binding_keys:
+            pipe.smembers(key)
+        pipe.hkeys(prefix + self._transport.unacked_key)
+        replies = pipe.execute(raise_on_error=False)
+        round_trips += 1
+
+        bound_queues = self._parse_bindings(replies[:-1])
+        tags_reply = replies[-1]
+        tags: list[bytes] = tags_reply if isinstance(tags_reply, list) else []
+        queues = set(self._configured) | set(extra_queues)
+        for names in bound_queues.values():
+            queues.update(names)
+        queue_list = sorted(queues)
+
+        new_tags = [t for t in tags if t not in self._unacked_cache]
+        steps = len(self._transport.priority_steps)
+        pipe = self._client.pipeline(transaction=False)
+        for queue in queue_list:
+            for key in self._transport.queue_keys(queue):
+                pipe.llen(key)
+        if new_tags:
+            pipe.hmget(prefix + self._transport.unacked_key, new_tags)
+        replies = pipe.execute(raise_on_error=False)
+        round_trips += 1
+
+        waiting: dict[str, int] = {}
+        for index, queue in enumerate(queue_list):
+            lengths = replies[index * steps : (index + 1) * steps]
+            waiting[queue] = sum(n for n in lengths if isinstance(n, int))
+        new_malformed = 0
+        if new_tags:
+            values = replies[-1] if isinstance(replies[-1], list) else []
+            new_malformed = self._remember_unacked(new_tags, values, bound_queues)
+        self._forget_unacked(tags)
+        unacked = tuple(task for task in self._unacked_cache.values() if task is not None)
+        return BrokerReading(
+            queues=frozenset(queues) | {task.queue for task in unacked},
+            waiting_in_lists=waiting,
+            unacked=unacked,
+            new_malformed=new_malformed,
+            round_trips=round_trips,
+            read_at=time.time(),
+            bound_queues=bound_queues,
+        )
+
+    def _discover_binding_keys(self) -> int:
+        """Find kombu binding tables with SCAN (cursor-based, never KEYS)."""
+        prefix = self._transport.global_keyprefix + BINDING_PREFIX
+        keys: set[str] = set()
+        cursor: int = 0
+        round_trips = 0
+        while True:
+            cursor, batch = self._client.scan(cursor=cursor, match=prefix + "*", count=1000)
+            round_trips += 1
+            for raw in batch:
+                key = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+                if not is_internal_exchange(key[len(prefix) :]):
+                    keys.add(key)
+            if cursor == 0:
+                break
+        default_table = prefix + "celery"
+        keys.add(default_table)
+        self._binding_keys = sorted(keys)
+        return round_trips
+
+    def _parse_bindings(self, replies: list[Any]) -> dict[tuple[str, str], tuple[str, ...]]:
+        """Map (exchange, routing key) to the queues bound to it."""
+        prefix_len = len(self._transport.global_keyprefix + BINDING_PREFIX)
+        sep = self._transport.sep
+        bound: dict[tuple[str, str], list[str]] = {}
+        for key, members in zip(self._binding_keys, replies, strict=True):
+            if not isinstance(members, set | list):
+                continue
+            exchange = key[prefix_len:]
+            for raw in members:
+                member = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+                parts = member.split(sep)
+                if len(parts) != 3 or not parts[2]:
+                    continue
+                routing_key, _pattern, queue = parts
+                bound.setdefault((exchange, routing_key), []).append(queue)
+        return {k: tuple(sorted(set(v))) for k, v in bound.items()}
+
+    def _remember_unacked(
+        self,
+        tags: list[bytes],
+        values: list[Any],
+        bound_queues: Mapping[tuple[str, str], tuple[str, ...]],
+    ) -> int:
+        malformed = 0
+        for tag, value in zip(tags, values, strict=False):
+            if value is None:
+                continue  # acknowledged between HKEYS and HMGET
+            try:
+                message = parse_unacked_entry(value)
+            except MalformedMessage as exc:
+                malformed += 1
+                self._unacked_cache[tag] = None
+                log.warning("skipping malformed unacked entry %r: %s", tag[:64], exc)
+                continue
+            queue = resolve_queue(message.exchange, message.routing_key, bound_queues)
+            self._unacked_cache[tag] = UnackedTask(
+                delivery_tag=tag.decode("utf-8", "replace"),
+                task_id=message.task_id,
+                name=message.name,
+                queue=queue,
+                eta=message.eta,
+            )
+        return malformed
+
+    def _forget_unacked(self, current_tags: list[bytes]) -> None:
+        current = set(current_tags)
+        for tag in [t for t in self._unacked_cache if t not in current]:
+            del self._unacked_cache[tag]
+
+
+def resolve_queue(
+    exchange: str | None,
+    routing_key: str | None,
+    bound_queues: Mapping[tuple[str, str], tuple[str, ...]],
+) -> str:
+    """The queue a message was delivered from, given its exchange and routing key."""
+    routing_key = routing_key or ""
+    if exchange:
+        queues = bound_queues.get((exchange, routing_key))
+        if queues:
+            return queues[0]
+    return routing_key or "celery"

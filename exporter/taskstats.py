@@ -1,0 +1,116 @@
+"""Monotonic task counters and latency histograms with bounded label cardinality."""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+OTHER_TASK = "other"
+
+
+@dataclass(frozen=True)
+class HistogramData:
+    """Cumulative-free bucket counts (one per bound, then +Inf), sum and count."""
+
+    bounds: tuple[float, ...]
+    counts: tuple[int, ...]
+    total: float
+
+    @property
+    def count(self) -> int:
+        """How many observations were made."""
+        return sum(self.counts)
+
+
+class Histogram:
+    """A fixed-bucket histogram, cheap to observe."""
+
+    __slots__ = ("_bounds", "_counts", "_sum")
+
+    def __init__(self, bounds: Sequence[float]) -> None:
+        self._bounds = tuple(bounds)
+        self._counts = [0] * (len(self._bounds) + 1)
+        self._sum = 0.0
+
+    def observe(self, value: float) -> None:
+        """Record one value (negative values, from clock skew, count as 0)."""
+        if value < 0:
+            value = 0.0
+        self._counts[bisect_left(self._bounds, value)] += 1
+        self._sum += value
+
+    def data(self) -> HistogramData:
+        """A frozen copy."""
+        return HistogramData(self._bounds, tuple(self._counts), self._sum)
+
+
+@dataclass(frozen=True)
+class TaskStatsData:
+    """A frozen copy of every counter and histogram."""
+
+    outcomes: dict[tuple[str, str, str], int]
+    runtime: dict[tuple[str, str], HistogramData]
+    queue_wait: dict[str, HistogramData]
+    folded_task_names: int
+
+
+class TaskStats:
+    """Counters by (queue, task, outcome) and histograms; task names fold past a limit."""
+
+    def __init__(
+        self,
+        *,
+        max_task_names: int,
+        runtime_buckets: Sequence[float],
+        queue_wait_buckets: Sequence[float],
+    ) -> None:
+        self._max_task_names = max_task_names
+        self._runtime_buckets = tuple(runtime_buckets)
+        self._queue_wait_buckets = tuple(queue_wait_buckets)
+        self._task_names: set[str] = set()
+        self._folded: set[str] = set()
+        self._outcomes: dict[tuple[str, str, str], int] = {}
+        self._runtime: dict[tuple[str, str], Histogram] = {}
+        self._queue_wait: dict[str, Histogram] = {}
+
+    def task_label(self, name: str | None) -> str:
+        """The label value for a task name: itself, or `other` once the limit is reached."""
+        if name is None:
+            return OTHER_TASK
+        if name in self._task_names:
+            return name
+        if len(self._task_names) < self._max_task_names:
+            self._task_names.add(name)
+            return name
+        self._folded.add(name)
+        return OTHER_TASK
+
+    def count(self, queue: str, task: str | None, outcome: str) -> None:
+        """Add one to the (queue, task, outcome) counter."""
+        key = (queue, self.task_label(task), outcome)
+        self._outcomes[key] = self._outcomes.get(key, 0) + 1
+
+    def observe_runtime(self, queue: str, task: str | None, seconds: float) -> None:
+        """Record how long one execution took."""
+        key = (queue, self.task_label(task))
+        histogram = self._runtime.get(key)
+        if histogram is None:
+            histogram = self._runtime[key] = Histogram(self._runtime_buckets)
+        histogram.observe(seconds)
+
+    def observe_queue_wait(self, queue: str, seconds: float) -> None:
+        """Record how long a job waited between becoming runnable and starting."""
+        histogram = self._queue_wait.get(queue)
+        if histogram is None:
+            histogram = self._queue_wait[queue] = Histogram(self._queue_wait_buckets)
+        histogram.observe(seconds)
+
+    def data(self) -> TaskStatsData:
+        """A frozen copy for a snapshot."""
+        return TaskStatsData(
+            outcomes=dict(self._outcomes),
+            runtime={k: h.data() for k, h in self._runtime.items()},
+            queue_wait={k: h.data() for k, h in self._queue_wait.items()},
+            folded_task_names=len(self._folded),
+        )

@@ -1,0 +1,360 @@
+"""Apply Celery events to jobs, retention, counters and worker liveness.
+
+The event stream's thread calls `apply_batch`; the refresher calls `view` for a
+frozen copy. One lock guards both, taken once per batch, not once per event.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from exporter.jobstore import MAX_TRACEBACK, Interner, Job, JobStore, RetentionLimits, clip
+from exporter.sources.messages import MalformedMessage, parse_eta
+from exporter.taskstats import TaskStats, TaskStatsData
+
+OUTCOMES = ("succeeded", "failed", "retried", "revoked", "rejected")
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveJob:
+    """A job the events say is running."""
+
+    task_id: str
+    name: str | None
+    queue: str | None
+    hostname: str | None
+    started_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSeen:
+    """What the events last said about one worker."""
+
+    hostname: str
+    last_seen: float
+    online: bool
+    active: int | None
+    processed: int | None
+
+
+@dataclass(frozen=True)
+class TrackerView:
+    """A frozen copy of what the events have told, for one snapshot."""
+
+    retained: dict[str, tuple[int, int]]
+    active: tuple[ActiveJob, ...]
+    stats: TaskStatsData
+    workers: dict[str, WorkerSeen]
+    queues_seen: frozenset[str]
+    events_received: int
+    events_undecodable: int
+    events_lost: int
+    jobs_evicted: int
+    stream_connected: bool
+    stream_reconnects: int
+
+
+class _HeartbeatGap:
+    """Counts task-started events missed, from a worker's cumulative `processed` counter."""
+
+    __slots__ = ("base_processed", "pid", "reported", "started_since")
+
+    def __init__(self, pid: object, processed: int) -> None:
+        self.pid = pid
+        self.base_processed = processed
+        self.started_since = 0
+        self.reported = 0
+
+
+class TaskTracker:
+    """Owns the in-flight jobs, the job store, the task stats and worker liveness."""
+
+    def __init__(
+        self,
+        *,
+        limits: RetentionLimits,
+        stats: TaskStats,
+        max_tracked_jobs: int = 100_000,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.lock = threading.Lock()
+        self.store = JobStore(limits)
+        self.stats = stats
+        self._clock = clock
+        self._max_tracked = max_tracked_jobs
+        self._inflight: OrderedDict[str, Job] = OrderedDict()
+        self._active: dict[str, Job] = {}
+        self._task_queue: dict[str, str] = {}
+        self._queues_seen: set[str] = set()
+        self._workers: dict[str, WorkerSeen] = {}
+        self._worker_queues: dict[str, tuple[str, ...]] = {}
+        self._gaps: dict[str, _HeartbeatGap] = {}
+        self._intern = Interner()
+        self.events_received = 0
+        self.events_undecodable = 0
+        self.events_lost = 0
+        self.jobs_evicted = 0
+        self.stream_connected = False
+        self.stream_reconnects = 0
+        self._handlers: dict[str, Callable[[dict[str, Any]], None]] = {
+            "task-sent": self._on_sent,
+            "task-received": self._on_received,
+            "task-started": self._on_started,
+            "task-succeeded": self._on_succeeded,
+            "task-failed": self._on_failed,
+            "task-retried": self._on_retried,
+            "task-revoked": self._on_revoked,
+            "task-rejected": self._on_rejected,
+            "worker-online": self._on_worker,
+            "worker-heartbeat": self._on_worker,
+            "worker-offline": self._on_worker_offline,
+        }
+
+    # -- feeding -----------------------------------------------------------------
+
+    def apply_batch(self, events: Iterable[dict[str, Any]], undecodable: int = 0) -> None:
+        """Apply decoded events in order; count those that could not be decoded."""
+        with self.lock:
+            self.events_undecodable += undecodable
+            handlers = self._handlers
+            for event in events:
+                self.events_received += 1
+                handler = handlers.get(event.get("type"))  # type: ignore[arg-type]
+                if handler is None:
+                    continue
+                try:
+                    handler(event)
+                except (MalformedMessage, TypeError, ValueError, KeyError, AttributeError):
+                    self.events_undecodable += 1
+
+    def learn_routes(
+        self,
+        task_queues: Mapping[str, str],
+        worker_queues: Mapping[str, tuple[str, ...]],
+    ) -> None:
+        """Tell which queue running tasks came from and which queues workers consume.
+
+        Events other than `task-sent` do not name a queue; the refresher passes what
+        the broker's unacked hash and the workers' replies say.
+        """
+        with self.lock:
+            for task_id, queue in task_queues.items():
+                job = self._inflight.get(task_id)
+                if job is not None and job.queue is None:
+                    job.queue = queue
+                    self._queues_seen.add(queue)
+                if job is not None and job.name:
+                    self._task_queue[job.name] = job.queue or queue
+            self._worker_queues = dict(worker_queues)
+
+    def mark_stream(self, connected: bool, *, reconnected: bool = False) -> None:
+        """Record the event stream's connection state."""
+        with self.lock:
+            self.stream_connected = connected
+            if reconnected:
+                self.stream_reconnects += 1
+
+    # -- reading -----------------------------------------------------------------
+
+    def view(self) -> TrackerView:
+        """A frozen copy of counts, active jobs, stats and workers."""
+        with self.lock:
+            self.store.prune(self._clock())
+            return TrackerView(
+                retained=self.store.counts(),
+                active=tuple(
+                    ActiveJob(j.id, j.name, j.queue, j.hostname, j.started_at)
+                    for j in self._active.values()
+                ),
+                stats=self.stats.data(),
+                workers=dict(self._workers),
+                queues_seen=frozenset(self._queues_seen),
+                events_received=self.events_received,
+                events_undecodable=self.events_undecodable,
+                events_lost=self.events_lost,
+                jobs_evicted=self.jobs_evicted,
+                stream_connected=self.stream_connected,
+                stream_reconnects=self.stream_reconnects,
+            )
+
+    def drop_active(self, task_ids: Iterable[str]) -> None:
+        """Forget running jobs that no worker holds any more (their end was never seen)."""
+        with self.lock:
+            for task_id in task_ids:
+                job = self._active.pop(task_id, None)
+                if job is not None:
+                    self._inflight.pop(task_id, None)
+
+    # -- event handlers (called with the lock held) ------------------------------------
+
+    def _job(self, event: dict[str, Any]) -> Job:
+        task_id = event["uuid"]
+        job = self._inflight.get(task_id)
+        if job is None:
+            job = Job(str(task_id))
+            self._inflight[task_id] = job
+            if len(self._inflight) > self._max_tracked:
+                _, evicted = self._inflight.popitem(last=False)
+                self._active.pop(evicted.id, None)
+                self.jobs_evicted += 1
+        return job
+
+    def _queue_of(self, job: Job) -> str:
+        if job.queue is None:
+            queue = self._task_queue.get(job.name or "")
+            if queue is None and job.hostname:
+                consumed = self._worker_queues.get(job.hostname, ())
+                if len(consumed) == 1:
+                    queue = consumed[0]
+            job.queue = queue
+        queue = job.queue or "unknown"
+        self._queues_seen.add(queue)
+        return queue
+
+    def _describe(self, job: Job, event: dict[str, Any]) -> None:
+        name = event.get("name")
+        if name:
+            job.name = name
+        if event.get("args") is not None:
+            job.args = clip(event["args"])
+        if event.get("kwargs") is not None:
+            job.kwargs = clip(event["kwargs"])
+
+    def _on_sent(self, event: dict[str, Any]) -> None:
+        job = self._job(event)
+        self._describe(job, event)
+        queue = event.get("queue") or event.get("routing_key")
+        if queue:
+            job.queue = str(queue)
+            self._queues_seen.add(job.queue)
+            if job.name:
+                self._task_queue[job.name] = job.queue
+        sent_at = float(event["timestamp"])
+        if job.sent_at is None:
+            job.sent_at = sent_at
+        eta = parse_eta(event.get("eta"))
+        job.ready_at = max(sent_at, eta) if eta is not None else sent_at
+        job.state = "sent"
+
+    def _on_received(self, event: dict[str, Any]) -> None:
+        job = self._job(event)
+        self._describe(job, event)
+        received_at = float(event["timestamp"])
+        if job.received_at is None:
+            job.received_at = received_at
+        job.hostname = event.get("hostname")
+        eta = parse_eta(event.get("eta"))
+        if job.ready_at is None or eta is not None:
+            job.ready_at = max(received_at, eta) if eta is not None else received_at
+        job.state = "received"
+
+    def _on_started(self, event: dict[str, Any]) -> None:
+        job = self._job(event)
+        started_at = float(event["timestamp"])
+        job.started_at = started_at
+        job.hostname = event.get("hostname") or job.hostname
+        job.attempts += 1
+        job.state = "started"
+        self._active[job.id] = job
+        queue = self._queue_of(job)
+        if job.ready_at is not None:
+            self.stats.observe_queue_wait(queue, started_at - job.ready_at)
+        job.ready_at = None
+        gap = self._gaps.get(job.hostname or "")
+        if gap is not None:
+            gap.started_since += 1
+
+    def _finish(self, event: dict[str, Any], state: str, outcome: str) -> Job:
+        job = self._job(event)
+        finished_at = float(event["timestamp"])
+        job.finished_at = finished_at
+        job.hostname = event.get("hostname") or job.hostname
+        job.state = state
+        self._active.pop(job.id, None)
+        self._inflight.pop(job.id, None)
+        queue = self._queue_of(job)
+        self.stats.count(queue, job.name, outcome)
+        runtime = event.get("runtime")
+        if isinstance(runtime, int | float):
+            self.stats.observe_runtime(queue, job.name, float(runtime))
+        elif job.started_at is not None and outcome == "failed":
+            self.stats.observe_runtime(queue, job.name, finished_at - job.started_at)
+        return job
+
+    def _record_failure(self, job: Job, event: dict[str, Any]) -> None:
+        failure = (
+            self._intern(clip(event.get("exception"))),
+            self._intern(clip(event.get("traceback"), MAX_TRACEBACK)),
+        )
+        if job.failures is None:
+            job.failures = [failure]
+        else:
+            job.failures.append(failure)
+
+    def _on_succeeded(self, event: dict[str, Any]) -> None:
+        job = self._finish(event, "succeeded", "succeeded")
+        job.result = clip(event.get("result"))
+        self.store.add(job)
+
+    def _on_failed(self, event: dict[str, Any]) -> None:
+        job = self._finish(event, "failed", "failed")
+        self._record_failure(job, event)
+        self.store.add(job)
+
+    def _on_retried(self, event: dict[str, Any]) -> None:
+        job = self._job(event)
+        self._record_failure(job, event)
+        job.hostname = event.get("hostname") or job.hostname
+        job.state = "retried"
+        self._active.pop(job.id, None)
+        self.stats.count(self._queue_of(job), job.name, "retried")
+
+    def _on_revoked(self, event: dict[str, Any]) -> None:
+        job = self._finish(event, "revoked", "revoked")
+        del job
+
+    def _on_rejected(self, event: dict[str, Any]) -> None:
+        job = self._job(event)
+        if event.get("requeue"):
+            job.state = "pending"
+            self._active.pop(job.id, None)
+            self.stats.count(self._queue_of(job), job.name, "rejected")
+            return
+        self._finish(event, "rejected", "rejected")
+
+    def _on_worker(self, event: dict[str, Any]) -> None:
+        hostname = str(event["hostname"])
+        processed = event.get("processed")
+        active = event.get("active")
+        self._workers[hostname] = WorkerSeen(
+            hostname=hostname,
+            last_seen=self._clock(),
+            online=True,
+            active=active if isinstance(active, int) else None,
+            processed=processed if isinstance(processed, int) else None,
+        )
+        if isinstance(processed, int):
+            self._account_gap(hostname, event.get("pid"), processed, active)
+
+    def _account_gap(self, hostname: str, pid: object, processed: int, active: object) -> None:
+        gap = self._gaps.get(hostname)
+        if gap is None or gap.pid != pid or processed < gap.base_processed:
+            self._gaps[hostname] = _HeartbeatGap(pid, processed)
+            return
+        in_flight = active if isinstance(active, int) else 0
+        missing = (processed - gap.base_processed) - gap.started_since - in_flight
+        if missing > gap.reported:
+            self.events_lost += missing - gap.reported
+            gap.reported = missing
+
+    def _on_worker_offline(self, event: dict[str, Any]) -> None:
+        hostname = str(event["hostname"])
+        self._workers[hostname] = WorkerSeen(hostname, self._clock(), False, 0, None)
+        self._gaps.pop(hostname, None)
+        for task_id in [i for i, job in self._active.items() if job.hostname == hostname]:
+            self._active.pop(task_id, None)

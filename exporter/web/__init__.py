@@ -1,0 +1,1 @@
+"""The HTTP side: a Falcon app that serves what the refresher built, never the broker."""

@@ -1,0 +1,34 @@
+"""Every error is JSON `{"message": "..."}`: never HTML, never a stack trace."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import falcon
+
+log = logging.getLogger(__name__)
+
+
+def _serialize_error(req: falcon.Request, resp: falcon.Response, error: falcon.HTTPError) -> None:
+    message = error.description or error.title or "error"
+    resp.media = {"message": message}
+    resp.content_type = falcon.MEDIA_JSON
+
+
+def _unexpected(req: falcon.Request, resp: falcon.Response, error: Exception, params: Any) -> None:
+    if isinstance(error, falcon.HTTPError):
+        raise error
+    log.exception("unhandled error serving %s %s", req.method, req.path)
+    raise falcon.HTTPInternalServerError(description="internal error")
+
+
+def install_error_handlers(app: falcon.App[falcon.Request, falcon.Response]) -> None:
+    """Make Falcon answer every error, expected or not, with a JSON message."""
+    app.set_error_serializer(_serialize_error)
+    app.add_error_handler(Exception, _unexpected)
+    app.add_sink(_not_found, prefix="/")
+
+
+def _not_found(req: falcon.Request, resp: falcon.Response, **kwargs: Any) -> None:
+    raise falcon.HTTPNotFound(description=f"no route {req.path}")
