@@ -15,7 +15,6 @@ from prometheus_client.core import (
     HistogramMetricFamily,
     Metric,
 )
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.exposition import generate_latest as generate_text
 from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as CONTENT_TYPE_OM
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
@@ -24,7 +23,8 @@ from exporter import __version__
 from exporter.snapshot import STATUSES, Snapshot
 from exporter.taskstats import HistogramData
 
-TEXT_CONTENT_TYPE = CONTENT_TYPE_LATEST
+#: The classic text format's type, understood by every Prometheus version.
+TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_CONTENT_TYPE = CONTENT_TYPE_OM
 POLL_NOTE = (
     " Read by the exporter's background refresh, not at scrape time; see "

@@ -37,6 +37,8 @@ class SidecarApplication(BaseApplication):  # type: ignore[misc]
             "proc_name": "celery-jobs-exporter",
             "worker_exit": _worker_exit,
         }
+        if "control_socket_disable" in self.cfg.settings:
+            options["control_socket_disable"] = True  # gunicorn ≥ 24: no admin socket
         for key, value in options.items():
             self.cfg.set(key, value)
 

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 RECV_BYTES = 1 << 20
 READ_TIMEOUT = 1.0
-MAX_BACKOFF = 10.0
+MAX_BACKOFF = 2.0
 
 Event = dict[str, Any]
 BatchHandler = Callable[[list[Event], int], None]

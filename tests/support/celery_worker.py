@@ -174,7 +174,10 @@ class CeleryWorker:
 
     def ping(self, timeout: float = 1.0) -> bool:
         """Return True if the worker answers a broadcast ping."""
-        replies = self.app.control.ping(destination=[self.hostname], timeout=timeout)
+        try:
+            replies = self.app.control.ping(destination=[self.hostname], timeout=timeout)
+        except Exception:  # the broker is restarting (redis or kombu errors): not ready yet
+            return False
         return any(self.hostname in reply for reply in replies or [])
 
     def wait_ready(self, timeout: float = 30.0) -> None:
