@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from exporter import __version__
+from exporter.redis_client import parse_endpoint
 from exporter.settings import (
     LOG_FORMATS,
     LOG_LEVELS,
@@ -112,6 +113,8 @@ def read_broker_url(url: str | None, url_file: str | None) -> str:
             url = Path(url_file).read_text().strip()
         except OSError as exc:
             raise ConfigError(f"--broker-url-file: cannot read {url_file}: {exc.strerror}") from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"--broker-url-file: {url_file} is not UTF-8 text") from exc
     return validate_broker_url(url or DEFAULT_BROKER_URL)
 
 
@@ -150,6 +153,11 @@ def build_settings(options: dict[str, Any], **overrides: Any) -> Settings:
         if options["queue_wait_buckets"] else DEFAULT_QUEUE_WAIT_BUCKETS,
     }
     values.update(overrides)
+    endpoint = parse_endpoint(values["broker_url"])
+    if endpoint.is_sentinel and not values["transport"].master_name:
+        raise ConfigError(
+            "--broker-transport-option: master_name=NAME is required with a sentinel:// broker URL"
+        )
     if values["inspect_timeout"] >= values["refresh_interval"] * 2:
         raise ConfigError(
             "--inspect-timeout: must be shorter than twice --refresh-interval "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -72,7 +73,7 @@ class TransportOptions:
         if self.fanout_prefix is True:
             prefix = f"/{db}."
         elif isinstance(self.fanout_prefix, str) and self.fanout_prefix:
-            prefix = self.fanout_prefix
+            prefix = self.fanout_prefix.format(db=db)
         else:
             prefix = ""
         suffix = "/*" if self.fanout_patterns else ""
@@ -118,12 +119,21 @@ class Settings:
         return max(3 * self.refresh_interval, self.refresh_interval + 2 * self.inspect_timeout + 5)
 
 
-_PASSWORD_IN_URL = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@;]*:)(?P<pw>[^@;]*)(?=@)", re.I)
+_PASSWORD_IN_URL = re.compile(
+    r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@;]*:)(?P<pw>[^;]*?)(?=@[^@;\s/]*(?:[/;\s?]|$))", re.I
+)
 
 
 def redact_url(url: str) -> str:
     """Replace the password of every URL in a (possibly `;`-separated) broker URL by `***`."""
     return _PASSWORD_IN_URL.sub(lambda m: m.group("head") + "***", url)
+
+
+def redact_userinfo(text: str) -> str:
+    """For text that may be a URL without a scheme: hide everything before its last `@`."""
+    if "://" in text:
+        return redact_url(text)
+    return "***@" + text.rsplit("@", 1)[1] if "@" in text else text
 
 
 def validate_broker_url(url: str) -> str:
@@ -134,7 +144,7 @@ def validate_broker_url(url: str) -> str:
         scheme = urlsplit(part.strip()).scheme.lower()
         if scheme not in SUPPORTED_SCHEMES:
             raise ConfigError(
-                f"--broker-url: scheme {scheme or '(none)'!r} of {redact_url(part)!r} is not "
+                f"--broker-url: scheme {scheme or '(none)'!r} of {redact_userinfo(part)!r} is not "
                 f"supported; use one of {', '.join(s + '://' for s in SUPPORTED_SCHEMES)}"
             )
     return url
@@ -230,6 +240,10 @@ def parse_listen_address(value: str) -> tuple[str, int]:
             f"--listen-address: {value!r} is not HOST:PORT with a port 1..65535 "
             "(e.g. 0.0.0.0:9813)"
         )
+    if ":" in host and not (host.startswith("[") and host.endswith("]")):
+        raise ConfigError(
+            f"--listen-address: {value!r}: write an IPv6 address in brackets, e.g. [::1]:9813"
+        )
     host = host.strip("[]") or "0.0.0.0"
     return host, int(port_text)
 
@@ -240,6 +254,12 @@ def parse_buckets(flag: str, value: str) -> tuple[float, ...]:
         bounds = tuple(float(part) for part in value.split(",") if part.strip())
     except ValueError as exc:
         raise ConfigError(f"{flag}: {value!r} is not a comma-separated list of numbers") from exc
-    if not bounds or any(b <= 0 for b in bounds) or list(bounds) != sorted(set(bounds)):
-        raise ConfigError(f"{flag}: bounds must be positive and strictly increasing, got {value!r}")
+    if (
+        not bounds
+        or any(b <= 0 or not math.isfinite(b) for b in bounds)
+        or list(bounds) != sorted(set(bounds))
+    ):
+        raise ConfigError(
+            f"{flag}: bounds must be finite, positive and strictly increasing, got {value!r}"
+        )
     return bounds

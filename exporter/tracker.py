@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -47,6 +47,7 @@ class TrackerView:
     """A frozen copy of what the events have told, for one snapshot."""
 
     retained: dict[str, tuple[int, int]]
+    retained_jobs: dict[str, tuple[tuple[Job, ...], tuple[Job, ...]]]
     active: tuple[ActiveJob, ...]
     stats: TaskStatsData
     workers: dict[str, WorkerSeen]
@@ -95,6 +96,7 @@ class TaskTracker:
         self._worker_queues: dict[str, tuple[str, ...]] = {}
         self._gaps: dict[str, _HeartbeatGap] = {}
         self._intern = Interner()
+        self._unsaved: dict[tuple[str, str], deque[Job]] = {}
         self.events_received = 0
         self.events_undecodable = 0
         self.events_lost = 0
@@ -124,11 +126,10 @@ class TaskTracker:
             handlers = self._handlers
             for event in events:
                 self.events_received += 1
-                handler = handlers.get(event.get("type"))  # type: ignore[arg-type]
-                if handler is None:
-                    continue
                 try:
-                    handler(event)
+                    handler = handlers.get(event["type"])
+                    if handler is not None:
+                        handler(event)
                 except (MalformedMessage, TypeError, ValueError, KeyError, AttributeError):
                     self.events_undecodable += 1
 
@@ -167,6 +168,7 @@ class TaskTracker:
             self.store.prune(self._clock())
             return TrackerView(
                 retained=self.store.counts(),
+                retained_jobs=self.store.frozen(),
                 active=tuple(
                     ActiveJob(j.id, j.name, j.queue, j.hostname, j.started_at)
                     for j in self._active.values()
@@ -181,6 +183,35 @@ class TaskTracker:
                 stream_connected=self.stream_connected,
                 stream_reconnects=self.stream_reconnects,
             )
+
+    def lookup(self, task_ids: Iterable[str]) -> dict[str, Job]:
+        """In-flight jobs by id (those the events told about)."""
+        with self.lock:
+            found = {}
+            for task_id in task_ids:
+                job = self._inflight.get(task_id)
+                if job is not None:
+                    found[task_id] = job
+            return found
+
+    def take_unsaved(self) -> list[Job]:
+        """Finished jobs not persisted yet (at most the retention per queue), oldest first."""
+        with self.lock:
+            jobs = [job for kept in self._unsaved.values() for job in kept]
+            self._unsaved.clear()
+        jobs.sort(key=lambda j: j.finished_at or 0.0)
+        return jobs
+
+    def restore(self, jobs: Iterable[Job]) -> int:
+        """Put back finished jobs kept before a restart (given newest first per queue)."""
+        restored = 0
+        with self.lock:
+            for job in jobs:
+                self.store.restore(job)
+                if job.queue:
+                    self._queues_seen.add(job.queue)
+                restored += 1
+        return restored
 
     def drop_active(self, task_ids: Iterable[str]) -> None:
         """Forget running jobs that no worker holds any more (their end was never seen)."""
@@ -270,7 +301,8 @@ class TaskTracker:
             gap.started_since += 1
 
     def _finish(self, event: dict[str, Any], state: str, outcome: str) -> Job:
-        job = self._job(event)
+        task_id = event["uuid"]
+        job = self._inflight.get(task_id) or Job(str(task_id))
         finished_at = float(event["timestamp"])
         job.finished_at = finished_at
         job.hostname = event.get("hostname") or job.hostname
@@ -296,15 +328,25 @@ class TaskTracker:
         else:
             job.failures.append(failure)
 
+    def _keep(self, job: Job) -> None:
+        self.store.add(job)
+        key = (job.queue or "unknown", job.state)
+        unsaved = self._unsaved.get(key)
+        if unsaved is None:
+            limits = self.store.limits
+            limit = limits.failed if job.state == "failed" else limits.completed
+            unsaved = self._unsaved[key] = deque(maxlen=max(limit, 1))
+        unsaved.append(job)
+
     def _on_succeeded(self, event: dict[str, Any]) -> None:
         job = self._finish(event, "succeeded", "succeeded")
         job.result = clip(event.get("result"))
-        self.store.add(job)
+        self._keep(job)
 
     def _on_failed(self, event: dict[str, Any]) -> None:
         job = self._finish(event, "failed", "failed")
         self._record_failure(job, event)
-        self.store.add(job)
+        self._keep(job)
 
     def _on_retried(self, event: dict[str, Any]) -> None:
         job = self._job(event)

@@ -115,20 +115,24 @@ class EventStream:
     def run(self) -> None:
         """Subscribe, read until stopped, and reconnect with backoff on any failure."""
         backoff = 0.5
-        connected_before = False
+        subscribed_before = False
+
+        def confirmed() -> None:
+            nonlocal subscribed_before, backoff
+            self._on_state(True, subscribed_before)
+            if subscribed_before:
+                log.warning("event stream: subscribed again to %s", self._pattern)
+            else:
+                log.info("event stream: subscribed to %s", self._pattern)
+            subscribed_before = True
+            backoff = 0.5
+
         while not self._stop.is_set():
             connection = self._client.connection_pool.make_connection()
             try:
                 connection.connect()
                 connection.send_command("PSUBSCRIBE", self._pattern)
-                self._on_state(True, connected_before)
-                if connected_before:
-                    log.warning("event stream: subscribed again to %s", self._pattern)
-                else:
-                    log.info("event stream: subscribed to %s", self._pattern)
-                connected_before = True
-                backoff = 0.5
-                self._read_until_stopped(connection._sock)
+                self._read_until_stopped(connection._sock, confirmed)
             except (redis.RedisError, OSError) as exc:
                 self._on_state(False, False)
                 log.warning(
@@ -140,7 +144,7 @@ class EventStream:
             finally:
                 connection.disconnect()
 
-    def _read_until_stopped(self, sock: socket.socket) -> None:
+    def _read_until_stopped(self, sock: socket.socket, confirmed: Callable[[], None]) -> None:
         """Read raw RESP from the subscribed socket; hiredis splits it into replies.
 
         redis-py's own reply path is bypassed after the handshake: it handles push
@@ -161,8 +165,13 @@ class EventStream:
             while (reply := reader.gets()) is not False:
                 if isinstance(reply, list) and len(reply) == 4 and reply[0] == b"pmessage":
                     payloads.append(reply[3])
+                elif isinstance(reply, list) and reply and reply[0] == b"psubscribe":
+                    confirmed()
                 elif isinstance(reply, hiredis.ReplyError):
                     raise redis.ResponseError(str(reply))
             if payloads:
                 events, bad = decode_batch(payloads)
-                self._handle(events, bad)
+                try:
+                    self._handle(events, bad)
+                except Exception:  # a bug in handling must not end the subscription
+                    log.exception("event stream: could not apply %d events", len(events))
