@@ -115,6 +115,30 @@ class JobStore:
             kept = lists[queue] = deque(maxlen=limit)
         kept.append(job)
 
+    def restore(self, job: Job) -> None:
+        """Put back a job kept before a restart, behind newer ones, within the limits."""
+        queue = job.queue or "unknown"
+        if job.state == "failed":
+            lists, limit = self._failed, self.limits.failed
+        else:
+            lists, limit = self._completed, self.limits.completed
+        kept = lists.get(queue)
+        if kept is None:
+            kept = lists[queue] = deque(maxlen=limit)
+        if len(kept) < limit:
+            kept.appendleft(job)
+
+    def frozen(self) -> dict[str, tuple[tuple[Job, ...], tuple[Job, ...]]]:
+        """(completed, failed) kept per queue, newest first: a copy of references."""
+        queues = self._completed.keys() | self._failed.keys()
+        return {
+            q: (
+                tuple(reversed(self._completed.get(q, ()))),
+                tuple(reversed(self._failed.get(q, ()))),
+            )
+            for q in queues
+        }
+
     def prune(self, now: float | None = None) -> None:
         """Drop jobs older than the maximum age, if one is set."""
         if not self.limits.max_age:

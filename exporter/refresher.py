@@ -14,6 +14,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Generic, TypeVar
 
+from exporter.history import JobHistory
 from exporter.settings import Settings, redact_url
 from exporter.snapshot import (
     ExporterCounters,
@@ -81,7 +82,10 @@ class Refresher:
         *,
         events_enabled: bool = True,
         on_snapshot: SnapshotListener | None = None,
+        history: JobHistory | None = None,
     ) -> None:
+        self._history = history
+        self._history_loaded = history is None
         self._settings = settings
         self._broker_source = broker
         self._workers_source = workers
@@ -157,6 +161,8 @@ class Refresher:
             self._last_success = time.time()
         except Exception as exc:
             self._broker.failed(exc, time.monotonic() - broker_started)
+        if self._broker.up:
+            self._sync_history()
 
         if workers_future is not None:
             try:
@@ -175,6 +181,19 @@ class Refresher:
         if self._on_snapshot is not None:
             self._on_snapshot(snapshot)
         return snapshot
+
+    def _sync_history(self) -> None:
+        """Load saved jobs once, then save what finished since the last refresh."""
+        if self._history is None:
+            return
+        try:
+            if not self._history_loaded:
+                restored = self._tracker.restore(self._history.load())
+                self._history_loaded = True
+                log.info("restored %d finished jobs saved before the last restart", restored)
+            self._history.save(self._tracker.take_unsaved())
+        except Exception as exc:  # the broker went away between two reads
+            log.warning("could not sync the job history: %s", redact_url(str(exc)))
 
     def _build(self, started: float) -> Snapshot:
         broker = self._broker.reading
@@ -198,6 +217,7 @@ class Refresher:
         self._expected_workers = {h for h, w in workers.items() if w.up}
         placements = place_tasks(inputs)
         queues = build_queue_states(inputs, workers, placements)
+        details = self._tracker.lookup(p.task_id for p in placements)
         self._generation += 1
         events_health = SourceHealth(
             "events",
@@ -231,6 +251,8 @@ class Refresher:
             last_success=self._last_success,
             broker_round_trips=broker.round_trips if broker and self._broker.up else 0,
             stream_connected=view.stream_connected,
+            retained_jobs=view.retained_jobs,
+            job_details=details,
         )
 
     def _teach_tracker(

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from exporter.jobstore import Job
 from exporter.sources.broker import BrokerReading, resolve_queue
 from exporter.sources.workers import WorkerReply, WorkersReading, WorkerTask
 from exporter.taskstats import TaskStatsData
@@ -95,6 +96,10 @@ class Snapshot:
     last_success: float | None
     broker_round_trips: int
     stream_connected: bool = False
+    retained_jobs: Mapping[str, tuple[tuple[Job, ...], tuple[Job, ...]]] = field(
+        default_factory=dict
+    )
+    job_details: Mapping[str, Job] = field(default_factory=dict)
 
     @property
     def broker_up(self) -> bool:

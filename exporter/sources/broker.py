@@ -212,3 +212,48 @@ def resolve_queue(
         if queues:
             return queues[0]
     return routing_key or "celery"
+
+
+class QueuePager:
+    """Reads one page of a queue's waiting messages, next to run first, in O(limit).
+
+    Workers pop the priority sub-lists in the order of `priority_steps`, and each list
+    from its right end (kombu LPUSHes, then RPOPs), so the next message to run is the
+    last element of the first non-empty sub-list.
+    """
+
+    def __init__(self, client: redis.Redis[bytes], transport: TransportOptions) -> None:
+        self._client = client
+        self._transport = transport
+
+    def page(self, queue: str, offset: int, limit: int) -> tuple[list[bytes], int]:
+        """Up to `limit` raw messages starting `offset` places from the head, and the total."""
+        keys = self._transport.queue_keys(queue)
+        pipe = self._client.pipeline(transaction=False)
+        for key in keys:
+            pipe.llen(key)
+        lengths = [n if isinstance(n, int) else 0 for n in pipe.execute(raise_on_error=False)]
+        total = sum(lengths)
+        if limit <= 0 or offset >= total:
+            return [], total
+        ranges: list[tuple[str, int, int]] = []
+        skip, wanted = offset, limit
+        for key, length in zip(keys, lengths, strict=True):
+            if wanted <= 0:
+                break
+            if skip >= length:
+                skip -= length
+                continue
+            take = min(wanted, length - skip)
+            # From the right end: positions skip .. skip+take-1 counted from the head.
+            ranges.append((key, -(skip + take), -(skip + 1)))
+            wanted -= take
+            skip = 0
+        pipe = self._client.pipeline(transaction=False)
+        for key, start, stop in ranges:
+            pipe.lrange(key, start, stop)
+        messages: list[bytes] = []
+        for chunk in pipe.execute(raise_on_error=False):
+            if isinstance(chunk, list):
+                messages.extend(reversed(chunk))
+        return messages, total

@@ -1,0 +1,174 @@
+"""Celery tasks as the Jobs API's job objects (see jobs-api.md), field by field.
+
+Events carry args, kwargs, results and exceptions as Python reprs; they are turned
+back into JSON with `ast.literal_eval` (literals only, never code) and kept as their
+repr string where they are not literals. Large values are truncated, never the response.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from exporter.jobstore import Job, clip
+from exporter.snapshot import TaskPlacement
+from exporter.sources.messages import TaskMessage
+
+MAX_VALUE_CHARS = 1024
+MAX_ITEMS = 50
+MAX_DEPTH = 6
+_EXCEPTION_REPR = re.compile(r"^(?P<type>[A-Za-z_][\w.]*)\((?P<args>.*)\)$", re.S)
+
+
+def literal(text: str | None) -> Any:
+    """A repr turned back into its value when it is a Python literal; else the string."""
+    if text is None:
+        return None
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return text
+
+
+def to_json(value: Any, depth: int = 0) -> Any:
+    """A JSON-safe, size-bounded copy: tuples/sets become lists, other objects their repr."""
+    if value is None or isinstance(value, bool | int | float):
+        if isinstance(value, float) and value != value:  # NaN is not JSON
+            return repr(value)
+        return value
+    if isinstance(value, str):
+        return clip(value, MAX_VALUE_CHARS)
+    if isinstance(value, bytes):
+        return clip(repr(value), MAX_VALUE_CHARS)
+    if depth >= MAX_DEPTH:
+        return clip(repr(value), MAX_VALUE_CHARS)
+    if isinstance(value, Mapping):
+        items = list(value.items())
+        out = {str(k): to_json(v, depth + 1) for k, v in items[:MAX_ITEMS]}
+        if len(items) > MAX_ITEMS:
+            out["…"] = f"{len(items) - MAX_ITEMS} more keys truncated"
+        return out
+    if isinstance(value, list | tuple | set | frozenset):
+        seq = list(value)
+        out_list = [to_json(v, depth + 1) for v in seq[:MAX_ITEMS]]
+        if len(seq) > MAX_ITEMS:
+            out_list.append(f"… {len(seq) - MAX_ITEMS} more items truncated")
+        return out_list
+    return clip(repr(value), MAX_VALUE_CHARS)
+
+
+def job_data(args: Any, kwargs: Any) -> dict[str, Any]:
+    """`{"args": [...], "kwargs": {...}}` from decoded values or reprs."""
+    if isinstance(args, str):
+        args = literal(args)
+    if isinstance(kwargs, str):
+        kwargs = literal(kwargs)
+    if args is None:
+        args = []
+    elif not isinstance(args, list | tuple):
+        args = [args]
+    if kwargs is None:
+        kwargs = {}
+    elif not isinstance(kwargs, Mapping):
+        kwargs = {"repr": kwargs}
+    return {"args": to_json(args), "kwargs": to_json(kwargs)}
+
+
+def failed_reason(exception_repr: str | None) -> str | None:
+    """`ExceptionType: message` from an exception's repr such as `ValueError('boom')`."""
+    if not exception_repr:
+        return None
+    match = _EXCEPTION_REPR.match(exception_repr.strip())
+    if not match:
+        return exception_repr
+    args = literal(f"({match.group('args')},)") if match.group("args") else ()
+    if isinstance(args, tuple) and len(args) == 1 and isinstance(args[0], str):
+        message = args[0]
+    elif isinstance(args, tuple) and not args:
+        message = ""
+    else:
+        message = match.group("args")
+    name = match.group("type")
+    return f"{name}: {message}" if message else name
+
+
+def _ms(seconds: float | None) -> int | None:
+    return round(seconds * 1000) if seconds is not None else None
+
+
+def _ingestion_source(data: Mapping[str, Any]) -> Any:
+    kwargs = data.get("kwargs")
+    return kwargs.get("ingestionSourceId") if isinstance(kwargs, Mapping) else None
+
+
+def from_job(job: Job | None, state: str, placement: TaskPlacement | None = None) -> dict[str, Any]:
+    """The API object of a job known from events (and, if given, where it stands now)."""
+    task_id = job.id if job else placement.task_id if placement else None
+    data = job_data(job.args, job.kwargs) if job else job_data(None, None)
+    failures = (job.failures or []) if job else []
+    reason = failed_reason(failures[-1][0]) if failures else None
+    processed = job.started_at if job else None
+    if processed is None and placement is not None:
+        processed = placement.started_at
+    return {
+        "id": task_id,
+        "name": (job.name if job else None) or (placement.name if placement else None),
+        "data": data,
+        "state": state,
+        "failedReason": reason,
+        "timestamp": _ms(job.published_at) if job else None,
+        "processedOn": _ms(processed),
+        "finishedOn": _ms(job.finished_at) if job else None,
+        "attemptsMade": job.attempts if job else (1 if state == "active" else 0),
+        "stacktrace": [tb for _exc, tb in failures if tb],
+        "returnValue": to_json(literal(job.result)) if job and job.result is not None else None,
+        "ingestionSourceId": to_json(_ingestion_source(data)),
+        "error": reason if state == "failed" else None,
+    }
+
+
+def from_message(message: TaskMessage, state: str, job: Job | None = None) -> dict[str, Any]:
+    """The API object of a message read from the broker (waiting or paused)."""
+    if message.body_error:
+        data: dict[str, Any] = {"args": [], "kwargs": {}, "undecodable": message.body_error}
+    else:
+        data = job_data(message.args, message.kwargs)
+    failures = (job.failures or []) if job else []
+    reason = failed_reason(failures[-1][0]) if failures else None
+    return {
+        "id": message.task_id,
+        "name": message.name,
+        "data": data,
+        "state": state,
+        "failedReason": reason,
+        "timestamp": _ms(job.published_at) if job else None,
+        "processedOn": _ms(job.started_at) if job else None,
+        "finishedOn": None,
+        "attemptsMade": job.attempts if job else message.retries,
+        "stacktrace": [tb for _exc, tb in failures if tb],
+        "returnValue": None,
+        "ingestionSourceId": to_json(_ingestion_source(data)),
+        "error": None,
+    }
+
+
+def undecodable_message(raw: bytes, reason: str, state: str) -> dict[str, Any]:
+    """The API object of a list entry that is not a readable Celery message."""
+    return {
+        "id": None,
+        "name": None,
+        "data": {"args": [], "kwargs": {}, "undecodable": reason,
+                 "raw": clip(raw.decode("utf-8", "replace"), 256)},
+        "state": state,
+        "failedReason": None,
+        "timestamp": None,
+        "processedOn": None,
+        "finishedOn": None,
+        "attemptsMade": 0,
+        "stacktrace": [],
+        "returnValue": None,
+        "ingestionSourceId": None,
+        "error": None,
+    }
