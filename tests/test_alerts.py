@@ -1,0 +1,149 @@
+"""The shipped alert rules: promtool-valid, unit-tested both ways, documented, generated."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+RULES = REPO / "alerts" / "celery-exporter.rules.yml"
+RULE_TESTS = sorted((REPO / "alerts" / "tests").glob("*.yml"))
+RUNBOOK = REPO / "docs" / "runbook.md"
+ALERTS_README = REPO / "alerts" / "README.md"
+MONITORING = REPO / "docs" / "monitoring.md"
+PROMETHEUS_RULE = REPO / "deploy" / "kubernetes" / "prometheusrule.yaml"
+SEVERITIES = {"critical", "warning", "info"}
+
+#: The alerts the product promises (the brief's list, by name).
+REQUIRED = {
+    "CeleryExporterDown",
+    "CeleryExporterAbsent",
+    "CeleryBrokerUnreachable",
+    "CeleryExporterSnapshotStale",
+    "CeleryQueueBacklogHigh",
+    "CeleryQueueBacklogGrowing",
+    "CeleryQueueNoConsumers",
+    "CeleryQueuePausedTooLong",
+    "CeleryTaskFailureRateHigh",
+    "CeleryTaskFailureRatioHigh",
+    "CeleryTaskActiveTooLong",
+    "CeleryWorkerDown",
+}
+
+
+def promtool() -> str:
+    """promtool's path; CI installs Debian's prometheus package, so missing is a failure."""
+    path = shutil.which("promtool")
+    assert path, "promtool not found: apt-get install prometheus"
+    return path
+
+
+def rules() -> list[dict[str, Any]]:
+    """Every alerting rule of the shipped file."""
+    data = yaml.safe_load(RULES.read_text())
+    return [rule for group in data["groups"] for rule in group["rules"]]
+
+
+def run(*argv: str) -> subprocess.CompletedProcess[str]:
+    """Run a command from the repo root, capturing its output."""
+    return subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=120)
+
+
+def test_promtool_check_rules() -> None:
+    """`promtool check rules` accepts the rule file."""
+    result = run(promtool(), "check", "rules", str(RULES))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"SUCCESS: {len(rules())} rules found" in result.stdout
+
+
+def test_promtool_unit_tests_pass() -> None:
+    """`promtool test rules alerts/tests/*.yml` passes."""
+    assert RULE_TESTS
+    result = run(promtool(), "test", "rules", *map(str, RULE_TESTS))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_generated_files_are_up_to_date() -> None:
+    """The rule file, the PrometheusRule and the alert tables match alerts/generate.py."""
+    result = run(sys.executable, "alerts/generate.py", "--check")
+    assert result.returncode == 0, result.stderr
+
+
+def test_required_alerts_exist() -> None:
+    """Every promised alert is shipped, each name once."""
+    names = [rule["alert"] for rule in rules()]
+    assert len(names) == len(set(names))
+    assert set(names) >= REQUIRED, REQUIRED - set(names)
+
+
+@pytest.mark.parametrize("rule", rules(), ids=lambda r: r["alert"])
+def test_alert_metadata(rule: dict[str, Any]) -> None:
+    """severity, summary, description with the value (and queue), runbook_url to a section."""
+    assert rule["labels"]["severity"] in SEVERITIES
+    assert re.fullmatch(r"\d+[smh]", rule["for"])
+    annotations = rule["annotations"]
+    assert set(annotations) == {"summary", "description", "runbook_url"}
+    assert annotations["summary"].strip()
+    description = annotations["description"]
+    if rule["alert"] != "CeleryExporterAbsent":  # absent() has no value worth showing
+        assert "$value" in description
+    if "queue" in rule["expr"] and "by (namespace, job, queue" in rule["expr"]:
+        assert "{{ $labels.queue }}" in description
+        assert "{{ $labels.queue }}" in annotations["summary"]
+    url = annotations["runbook_url"]
+    assert url.split("#")[0].endswith("docs/runbook.md")
+    assert url.split("#")[1] == rule["alert"].lower()
+
+
+def test_runbook_has_a_section_per_alert() -> None:
+    """docs/runbook.md has `## <AlertName>` with meaning, investigation and fix."""
+    text = RUNBOOK.read_text()
+    sections = dict(re.findall(r"^## (\w+)\n(.*?)(?=^## |\Z)", text, flags=re.M | re.S))
+    for rule in rules():
+        body = sections.get(rule["alert"])
+        assert body, f"no runbook section for {rule['alert']}"
+        for heading in ("Meaning", "Investigate", "Fix"):
+            assert f"**{heading}**" in body, f"{rule['alert']}: no **{heading}**"
+
+
+def test_alert_tables_list_every_alert() -> None:
+    """alerts/README.md and docs/monitoring.md table every alert with its `for`."""
+    for doc in (ALERTS_README, MONITORING):
+        text = doc.read_text()
+        for rule in rules():
+            row = next(
+                (line for line in text.splitlines() if line.startswith(f"| `{rule['alert']}` |")),
+                "",
+            )
+            assert row, f"{doc.name}: no table row for {rule['alert']}"
+            assert f"| {rule['for']} |" in row
+
+
+def test_every_alert_is_unit_tested_firing_and_not_firing() -> None:
+    """Each alert has a promtool case that expects it and one that expects nothing."""
+    firing: set[str] = set()
+    quiet: set[str] = set()
+    for path in RULE_TESTS:
+        suite = yaml.safe_load(path.read_text())
+        assert suite["rule_files"] == ["../celery-exporter.rules.yml"]
+        for case in suite["tests"]:
+            for check in case.get("alert_rule_test", []):
+                (firing if check.get("exp_alerts") else quiet).add(check["alertname"])
+    names = {rule["alert"] for rule in rules()}
+    assert names - firing == set(), "never tested firing"
+    assert names - quiet == set(), "never tested not firing"
+
+
+def test_prometheus_rule_wraps_the_same_groups() -> None:
+    """The Kubernetes PrometheusRule carries exactly the shipped groups."""
+    resource = yaml.safe_load(PROMETHEUS_RULE.read_text())
+    assert resource["apiVersion"] == "monitoring.coreos.com/v1"
+    assert resource["kind"] == "PrometheusRule"
+    assert resource["spec"]["groups"] == yaml.safe_load(RULES.read_text())["groups"]

@@ -1,0 +1,186 @@
+"""The shipped Grafana dashboards: generated, provisioning-ready, every panel explained."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+GRAFANA = REPO / "grafana"
+DASHBOARDS = GRAFANA / "dashboards"
+#: uids are part of the product: links and bookmarks use them, never change them.
+UIDS = {
+    "celery-overview.json": "celery-exporter-overview",
+    "celery-queue.json": "celery-exporter-queue",
+}
+DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
+
+
+def load_generator() -> ModuleType:
+    """grafana/generate.py as a module (grafana/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("grafana_generate", GRAFANA / "generate.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while decorating
+    spec.loader.exec_module(module)
+    return module
+
+
+def dashboard(name: str) -> dict[str, Any]:
+    """A committed dashboard."""
+    data: dict[str, Any] = json.loads((DASHBOARDS / name).read_text())
+    return data
+
+
+def panels(name: str) -> list[dict[str, Any]]:
+    """Every panel of a dashboard except row headers."""
+    return [p for p in dashboard(name)["panels"] if p["type"] != "row"]
+
+
+def test_committed_json_matches_the_generator() -> None:
+    """grafana/dashboards/*.json is exactly what grafana/generate.py writes."""
+    generator = load_generator()
+    assert set(generator.DASHBOARDS) == set(UIDS)
+    for name in UIDS:
+        committed = (DASHBOARDS / name).read_text()
+        assert committed == generator.render(name), (
+            f"{name} is out of date: run python grafana/generate.py"
+        )
+    assert generator.main(["--check"]) == 0
+
+
+@pytest.mark.parametrize("name", sorted(UIDS))
+def test_stable_uid_and_provisioning_ready(name: str) -> None:
+    """Fixed uid, no __inputs, no numeric id, a datasource variable used everywhere."""
+    data = dashboard(name)
+    assert data["uid"] == UIDS[name]
+    assert "__inputs" not in data and "__requires" not in data
+    assert data.get("id") is None
+    variables = {v["name"]: v for v in data["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "prometheus"
+    for var in ("job", "instance", "queue"):
+        assert variables[var]["type"] == "query"
+        assert variables[var]["datasource"] == DATASOURCE
+        assert variables[var]["query"].startswith("label_values(")
+    assert variables["queue"]["multi"] is (name == "celery-overview.json")
+
+
+@pytest.mark.parametrize("name", sorted(UIDS))
+def test_every_panel_has_unit_description_and_datasource(name: str) -> None:
+    """Each panel: a description, a unit, the ${datasource} variable, queries with refIds."""
+    for panel in panels(name):
+        title = panel["title"]
+        assert len(panel.get("description", "")) > 20, f"{title}: no description"
+        assert panel["fieldConfig"]["defaults"].get("unit"), f"{title}: no unit"
+        assert panel["datasource"] == DATASOURCE, title
+        assert panel["targets"], title
+        ref_ids = [t["refId"] for t in panel["targets"]]
+        assert len(ref_ids) == len(set(ref_ids)), title
+        for target in panel["targets"]:
+            assert target["datasource"] == DATASOURCE, title
+            assert target["expr"].strip(), title
+
+
+@pytest.mark.parametrize("name", sorted(UIDS))
+def test_queries_use_the_variables(name: str) -> None:
+    """Every query selects the chosen job/instance; rates use $__rate_interval (or $__range)."""
+    for panel in panels(name):
+        for target in panel["targets"]:
+            expr = target["expr"]
+            for selector in re.findall(r"\{[^}]*\}", expr):
+                assert 'job="$job"' in selector and 'instance=~"$instance"' in selector, (
+                    panel["title"], selector,
+                )
+            windows = re.findall(r"\b(rate|increase|irate|deriv)\([^\[]*\[([^\]]+)\]", expr)
+            for fn, window in windows:
+                if fn == "deriv":
+                    continue  # a trend over a fixed window, described in the panel
+                assert window in ("$__rate_interval", "$__range"), (panel["title"], expr)
+            if "celery_queue" in expr or "celery_task" in expr:
+                assert "$queue" in expr, (panel["title"], expr)
+
+
+@pytest.mark.parametrize("name", sorted(UIDS))
+def test_layout_fits_the_grid(name: str) -> None:
+    """Unique panel ids; panels inside 24 columns and never overlapping."""
+    data = dashboard(name)
+    ids = [p["id"] for p in data["panels"]]
+    assert len(ids) == len(set(ids))
+    cells: set[tuple[int, int]] = set()
+    for panel in data["panels"]:
+        pos = panel["gridPos"]
+        assert pos["x"] + pos["w"] <= 24, panel["title"]
+        for x in range(pos["x"], pos["x"] + pos["w"]):
+            for y in range(pos["y"], pos["y"] + pos["h"]):
+                assert (x, y) not in cells, f"{panel['title']} overlaps at {(x, y)}"
+                cells.add((x, y))
+
+
+def test_overview_covers_the_brief() -> None:
+    """Queue x status table and stacked series, backlog and trend, throughput, failure ratio,
+    latency quantiles, workers and consumers, exporter health."""
+    titles = {p["title"]: p for p in panels("celery-overview.json")}
+    exprs = "\n".join(t["expr"] for p in titles.values() for t in p["targets"])
+    table = titles["Jobs per queue and status"]
+    assert table["type"] == "table"
+    assert table["targets"][0]["instant"] is True
+    link = table["fieldConfig"]["overrides"][0]["properties"][0]["value"][0]["url"]
+    assert link.startswith(f"/d/{UIDS['celery-queue.json']}/")
+    stacked = titles["Jobs in flight by queue and status"]
+    assert stacked["fieldConfig"]["defaults"]["custom"]["stacking"]["mode"] == "normal"
+    for needle in (
+        'status=~"waiting|paused"',
+        "deriv(",
+        'outcome="succeeded"',
+        'outcome="failed"',
+        "histogram_quantile(0.5,",
+        "histogram_quantile(0.95,",
+        "histogram_quantile(0.99,",
+        "celery_task_queue_wait_seconds_bucket",
+        "celery_task_runtime_seconds_bucket",
+        "celery_worker_up",
+        "celery_queue_consumers",
+        "celery_exporter_up",
+        "time() - celery_exporter_last_successful_refresh_timestamp_seconds",
+        "celery_exporter_source_up",
+        "celery_exporter_events_undecodable_total",
+        "celery_exporter_malformed_messages_total",
+        "celery_exporter_events_lost_total",
+    ):
+        assert needle in exprs, needle
+    assert titles["Failure ratio by queue"]["fieldConfig"]["defaults"]["unit"] == "percentunit"
+
+
+def test_queue_dashboard_has_top_failing_tasks() -> None:
+    """The drill-down ranks failing tasks and points to the Jobs API for exceptions."""
+    titles = {p["title"]: p for p in panels("celery-queue.json")}
+    top = titles["Top failing tasks"]
+    assert top["targets"][0]["expr"].startswith("topk(10, sum by (task)")
+    assert "Jobs API" in top["description"]
+    assert "exception" in top["description"]
+    assert 'queue="$queue"' in top["targets"][0]["expr"]
+
+
+def test_provisioning_files() -> None:
+    """The datasource and dashboard providers parse and point at the right things."""
+    datasources = yaml.safe_load(
+        (GRAFANA / "provisioning" / "datasources" / "prometheus.yaml").read_text()
+    )
+    assert datasources["apiVersion"] == 1
+    (source,) = datasources["datasources"]
+    assert source["type"] == "prometheus" and source["url"].startswith("http")
+    providers = yaml.safe_load(
+        (GRAFANA / "provisioning" / "dashboards" / "celery.yaml").read_text()
+    )
+    (provider,) = providers["providers"]
+    assert provider["type"] == "file"
+    assert provider["options"]["path"].startswith("/")
