@@ -145,6 +145,8 @@ def live_workers(inputs: SnapshotInputs) -> dict[str, WorkerState]:
             up = not went_offline
         else:
             up = heartbeat_fresh
+        if went_offline and reply is None and not heartbeat_fresh:
+            continue  # said goodbye (a planned stop): not reported as down
         last_seen = inputs.now if reply else max(
             heartbeat.last_seen if heartbeat else 0.0,
             inputs.known_worker_replied_at.get(hostname, 0.0),

@@ -86,6 +86,12 @@ class TaskStats:
         self._folded.add(name)
         return OTHER_TASK
 
+    def touch(self, queue: str, task: str | None, outcomes: Sequence[str]) -> None:
+        """Create a (queue, task) pair's counters at 0, so rates exist before the first end."""
+        label = self.task_label(task)
+        for outcome in outcomes:
+            self._outcomes.setdefault((queue, label, outcome), 0)
+
     def count(self, queue: str, task: str | None, outcome: str) -> None:
         """Add one to the (queue, task, outcome) counter."""
         key = (queue, self.task_label(task), outcome)

@@ -265,6 +265,7 @@ class TaskTracker:
             self._queues_seen.add(job.queue)
             if job.name:
                 self._task_queue[job.name] = job.queue
+                self.stats.touch(job.queue, job.name, OUTCOMES)
         sent_at = float(event["timestamp"])
         if job.sent_at is None:
             job.sent_at = sent_at
@@ -310,6 +311,7 @@ class TaskTracker:
         self._active.pop(job.id, None)
         self._inflight.pop(job.id, None)
         queue = self._queue_of(job)
+        self.stats.touch(queue, job.name, OUTCOMES)
         self.stats.count(queue, job.name, outcome)
         runtime = event.get("runtime")
         if isinstance(runtime, int | float):

@@ -166,22 +166,28 @@ def test_waiting_job_becomes_active_then_completed(
         }
 
 
-def test_stopped_worker_pauses_its_queue_and_is_reported_down(
+def test_lost_consumer_pauses_its_queue_crashed_worker_is_down_stopped_one_gone(
     redis_server: RedisServer, celery_worker_factory: Callable[..., CeleryWorker]
 ) -> None:
-    """When the only consumer goes away, its queue's waiting jobs become paused."""
-    worker = celery_worker_factory(redis_server.url, queues=("solo",), concurrency=1, name="solo")
+    """A crashed worker reports 0 and its queue's jobs become paused; a clean stop drops it."""
+    crashing = celery_worker_factory(redis_server.url, queues=("solo",), concurrency=1, name="c")
+    leaving = celery_worker_factory(redis_server.url, queues=("other",), concurrency=1, name="l")
     app = load_app(redis_server.url)
-    with Sidecar(redis_server.url, *SIDECAR_ARGS) as sidecar:
+    with Sidecar(redis_server.url, *SIDECAR_ARGS, "--worker-timeout", "3") as sidecar:
         sidecar.wait_ready()
-        sidecar.wait_for(lambda s: value(s, "celery_queue_consumers", queue="solo") == 1)
-        worker.stop()
+        sidecar.wait_for(lambda s: value(s, "celery_queue_consumers", queue="solo") == 1
+                         and value(s, "celery_queue_consumers", queue="other") == 1)
+        crashing.kill()
+        leaving.stop()
         for _ in range(3):
             app.send_task("tests.add", args=(1, 1), queue="solo")
         samples = sidecar.wait_for(
-            lambda s: queue_counts(s, "solo")["paused"] == 3, timeout=30
+            lambda s: queue_counts(s, "solo")["paused"] == 3
+            and value(s, "celery_worker_up", worker=crashing.hostname) == 0,
+            timeout=30,
         )
         assert queue_counts(samples, "solo")["waiting"] == 0
-        assert value(samples, "celery_worker_up", worker=worker.hostname) == 0
         assert value(samples, "celery_queue_consumers", queue="solo") == 0
+        assert value(samples, "celery_queue_consumers", queue="other") == 0
+        assert ("celery_worker_up", frozenset({("worker", leaving.hostname)})) not in samples
         assert value(samples, "celery_exporter_up") == 1
