@@ -90,6 +90,29 @@ SIDECAR_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
             help="Distinct task names used as label values; later ones fold into 'other'."),
     _option("--max-tracked-jobs", type=click.IntRange(100), default=100_000, show_default=True,
             help="In-flight jobs tracked from events at most (oldest forgotten first)."),
+    _option("--auth/--no-auth", default=True, show_default=True,
+            help="Require an API key with permission manage:all for the Jobs API. "
+            "--no-auth turns it off (a warning is logged)."),
+    _option("--api-key", "api_keys", multiple=True, metavar="KEY",
+            help="An API key (16+ characters) granting manage:all; repeatable. Only its "
+            "SHA-256 is kept; it is never logged."),
+    _option("--api-keys-file", type=click.Path(dir_okay=False), default=None,
+            help="YAML/JSON list of {name, key or sha256, permissions} entries."),
+    _option("--api-max-limit", type=click.IntRange(1, 10_000), default=100, show_default=True,
+            help="Largest `limit` the Jobs API accepts."),
+    _option("--metrics-bearer-token", default=None, metavar="TOKEN",
+            help="Require this bearer token on /metrics."),
+    _option("--metrics-bearer-token-file", type=click.Path(dir_okay=False), default=None,
+            help="Read the /metrics bearer token from a file."),
+    _option("--metrics-basic-auth", default=None, metavar="USER:PASSWORD",
+            help="Require HTTP basic auth on /metrics."),
+    _option("--metrics-basic-auth-file", type=click.Path(dir_okay=False), default=None,
+            help="Read USER:PASSWORD for /metrics from a file."),
+    _option("--history/--no-history", default=True, show_default=True,
+            help="Keep finished jobs across restarts, in the broker's Redis under "
+            "--history-key-prefix (trimmed to the retention limits)."),
+    _option("--history-key-prefix", default="celery-jobs-exporter:", show_default=True,
+            help="Prefix of the Redis keys the job history is saved under."),
     _option("--runtime-buckets", default=None,
             help="Comma-separated bucket bounds (seconds) of celery_task_runtime_seconds."),
     _option("--queue-wait-buckets", default=None,
@@ -116,6 +139,43 @@ def read_broker_url(url: str | None, url_file: str | None) -> str:
         except UnicodeDecodeError as exc:
             raise ConfigError(f"--broker-url-file: {url_file} is not UTF-8 text") from exc
     return validate_broker_url(url or DEFAULT_BROKER_URL)
+
+
+def read_secret(flag: str, value: str | None, file_flag: str, path: str | None) -> str | None:
+    """A secret from its flag, or from the file its `-file` flag names."""
+    if value and path:
+        raise ConfigError(f"{file_flag}: give either {flag} or {file_flag}")
+    if not path:
+        return value
+    try:
+        return Path(path).read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"{file_flag}: cannot read {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{file_flag}: {path} is not UTF-8 text") from exc
+
+
+def _auth_values(options: dict[str, Any]) -> dict[str, Any]:
+    from exporter.auth import keys_from_file, keys_from_flags, metrics_credentials
+
+    keys = keys_from_flags(k for raw in options["api_keys"] for k in raw.split())
+    if options["api_keys_file"]:
+        keys += keys_from_file(options["api_keys_file"])
+    bearer = read_secret("--metrics-bearer-token", options["metrics_bearer_token"],
+                         "--metrics-bearer-token-file", options["metrics_bearer_token_file"])
+    basic = read_secret("--metrics-basic-auth", options["metrics_basic_auth"],
+                        "--metrics-basic-auth-file", options["metrics_basic_auth_file"])
+    prefix = options["history_key_prefix"]
+    if not prefix or prefix.startswith("_kombu"):
+        raise ConfigError("--history-key-prefix: must be non-empty and not a kombu prefix")
+    return {
+        "auth": options["auth"],
+        "api_keys": tuple(keys),
+        "api_max_limit": options["api_max_limit"],
+        "metrics_credentials": metrics_credentials(bearer, basic),
+        "history": options["history"],
+        "history_prefix": prefix,
+    }
 
 
 def build_settings(options: dict[str, Any], **overrides: Any) -> Settings:
@@ -152,6 +212,7 @@ def build_settings(options: dict[str, Any], **overrides: Any) -> Settings:
         "queue_wait_buckets": parse_buckets("--queue-wait-buckets", options["queue_wait_buckets"])
         if options["queue_wait_buckets"] else DEFAULT_QUEUE_WAIT_BUCKETS,
     }
+    values.update(_auth_values(options))
     values.update(overrides)
     endpoint = parse_endpoint(values["broker_url"])
     if endpoint.is_sentinel and not values["transport"].master_name:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -154,8 +155,10 @@ def run_demo(*, exporter_port: int, redis_port: int = 0) -> None:
             app.conf.broker_url = broker_url
             _wait("Celery workers", lambda: len(app.control.ping(timeout=0.5)) == 2, 60, processes)
             app.control.cancel_consumer("paused", reply=True, timeout=2)
+            api_key = secrets.token_urlsafe(24)
             processes.start("exporter", [
                 sys.executable, "-m", "exporter", "serve", "--broker-url", broker_url,
+                "--api-key", api_key,
                 "--listen-address", f"127.0.0.1:{exporter_port}", "--refresh-interval", "2",
                 "--queue", "default", "--queue", "ingest", "--queue", "paused",
                 "--queue", "reports",
@@ -163,7 +166,7 @@ def run_demo(*, exporter_port: int, redis_port: int = 0) -> None:
             base = f"http://127.0.0.1:{exporter_port}"
             _wait("exporter", lambda: _http_ok(f"{base}/readyz"), 30, processes)
             _enqueue_samples(app)
-            _print_banner(base, broker_url, log_dir)
+            _print_banner(base, broker_url, log_dir, api_key)
             _keep_producing(app, processes)
         except KeyboardInterrupt:
             print("\nstopping the demo…", flush=True)
@@ -216,10 +219,14 @@ def _keep_producing(app: object, processes: Processes) -> None:
         time.sleep(5)
 
 
-def _print_banner(base: str, broker_url: str, log_dir: Path) -> None:
+def _print_banner(base: str, broker_url: str, log_dir: Path, api_key: str) -> None:
     print(
         "\ncelery-jobs-exporter demo is running (Ctrl-C stops everything)\n"
         f"  metrics      {base}/metrics\n"
+        f"  jobs API     {base}/v1/jobs/queues  (header X-API-KEY: {api_key})\n"
+        f"               curl -H 'X-API-KEY: {api_key}' \\\n"
+        f"                 '{base}/v1/jobs/queues/default?status=failed'\n"
+        f"  OpenAPI      {base}/openapi.json\n"
         f"  readiness    {base}/readyz\n"
         f"  landing page {base}/\n"
         f"  broker       {broker_url}  (its own redis-server)\n"

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 
-from exporter.jobstore import RetentionLimits
+from exporter.history import JobHistory
+from exporter.jobstore import Job, RetentionLimits
 from exporter.redis_client import connect, parse_endpoint
 from exporter.refresher import Refresher
 from exporter.render import RenderedMetrics, render
 from exporter.settings import Settings
 from exporter.snapshot import Snapshot
-from exporter.sources.broker import BrokerSource
+from exporter.sources.broker import BrokerSource, QueuePager
 from exporter.sources.events import EventStream
 from exporter.sources.workers import WorkersSource, make_inspect_app
 from exporter.taskstats import TaskStats
@@ -46,6 +47,13 @@ class Runtime:
             ),
             max_tracked_jobs=settings.max_tracked_jobs,
         )
+        limits = RetentionLimits(
+            settings.completed_retention, settings.failed_retention, settings.retention_max_age
+        )
+        history = (
+            JobHistory(self._client, settings.history_prefix, limits) if settings.history else None
+        )
+        self._pager = QueuePager(self._client, transport)
         self._inspect_app = make_inspect_app(settings.broker_url, transport.as_kombu_options())
         self.refresher = Refresher(
             settings,
@@ -59,6 +67,7 @@ class Runtime:
             self.tracker,
             events_enabled=settings.events,
             on_snapshot=self._publish,
+            history=history,
         )
         self.events: EventStream | None = None
         if settings.events:
@@ -83,6 +92,14 @@ class Runtime:
     def rendered(self) -> RenderedMetrics | None:
         """The newest snapshot's exposition bytes."""
         return self._rendered
+
+    def page_waiting(self, queue: str, offset: int, limit: int) -> tuple[list[bytes], int]:
+        """A page of a queue's waiting messages, next to run first (reads the broker)."""
+        return self._pager.page(queue, offset, limit)
+
+    def lookup(self, task_ids: Iterable[str]) -> Mapping[str, Job]:
+        """What the events told about in-flight jobs."""
+        return self.tracker.lookup(task_ids)
 
     def _publish(self, snapshot: Snapshot) -> None:
         rendered = render(snapshot)

@@ -44,11 +44,20 @@ class SidecarApplication(BaseApplication):  # type: ignore[misc]
 
     def load(self) -> Any:
         """Runs in each gunicorn worker after fork: build the provider, then the app."""
+        from exporter.auth import KeyRing
         from exporter.web.app import create_app
 
-        provider = build_provider(self._settings)
+        settings = self._settings
+        provider = build_provider(settings)
         _PROVIDERS.append(provider)
-        return create_app(provider, stale_after=self._settings.stale_after)
+        return create_app(
+            provider,
+            stale_after=settings.stale_after,
+            keys=KeyRing(settings.api_keys) if settings.auth else None,
+            metrics_credentials=settings.metrics_credentials,
+            jobs_backend=provider.jobs_backend,
+            api_max_limit=settings.api_max_limit,
+        )
 
 
 _PROVIDERS: list[Any] = []
@@ -61,4 +70,9 @@ def _worker_exit(server: Any, worker: Any) -> None:
 
 def serve(settings: Settings) -> None:
     """Run the sidecar until interrupted."""
+    if not settings.auth:
+        log.warning("authentication is OFF (--no-auth): anyone can read the Jobs API")
+    elif not settings.api_keys:
+        log.warning("no API key configured: the Jobs API refuses every request "
+                    "(use --api-key or --api-keys-file)")
     SidecarApplication(settings).run()

@@ -7,8 +7,11 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from exporter.auth import ApiKey, MetricsCredentials
 
 DEFAULT_PRIORITY_STEPS: tuple[int, ...] = (0, 3, 6, 9)
 DEFAULT_SEP = "\x06\x16"
@@ -107,6 +110,12 @@ class Settings:
     runtime_buckets: tuple[float, ...] = DEFAULT_RUNTIME_BUCKETS
     queue_wait_buckets: tuple[float, ...] = DEFAULT_QUEUE_WAIT_BUCKETS
     state_dir: str | None = None
+    auth: bool = True
+    api_keys: tuple[ApiKey, ...] = ()
+    api_max_limit: int = 100
+    metrics_credentials: MetricsCredentials | None = None
+    history: bool = True
+    history_prefix: str = "celery-jobs-exporter:"
 
     @property
     def redacted_broker_url(self) -> str:

@@ -52,6 +52,9 @@ class LocalProvider:
     def rendered(self) -> RenderedMetrics | None:
         return self._runtime.rendered
 
+    def jobs_backend(self) -> Runtime:
+        return self._runtime
+
     def close(self) -> None:
         self._runtime.stop()
 
@@ -138,6 +141,10 @@ class SharedProvider:
             return self._runtime.rendered
         loaded = self._load()
         return loaded[1] if loaded else None
+
+    def jobs_backend(self) -> Runtime | None:
+        """This process's runtime while it owns the refresher (the others cannot page)."""
+        return self._runtime
 
     def close(self) -> None:
         self._stop.set()

@@ -49,6 +49,16 @@ EXPECTED_OPTIONS: dict[str, str] = {
     "--max-tracked-jobs": "CELERY_EXPORTER_MAX_TRACKED_JOBS",
     "--runtime-buckets": "CELERY_EXPORTER_RUNTIME_BUCKETS",
     "--queue-wait-buckets": "CELERY_EXPORTER_QUEUE_WAIT_BUCKETS",
+    "--auth": "CELERY_EXPORTER_AUTH",
+    "--api-key": "CELERY_EXPORTER_API_KEY",
+    "--api-keys-file": "CELERY_EXPORTER_API_KEYS_FILE",
+    "--api-max-limit": "CELERY_EXPORTER_API_MAX_LIMIT",
+    "--metrics-bearer-token": "CELERY_EXPORTER_METRICS_BEARER_TOKEN",
+    "--metrics-bearer-token-file": "CELERY_EXPORTER_METRICS_BEARER_TOKEN_FILE",
+    "--metrics-basic-auth": "CELERY_EXPORTER_METRICS_BASIC_AUTH",
+    "--metrics-basic-auth-file": "CELERY_EXPORTER_METRICS_BASIC_AUTH_FILE",
+    "--history": "CELERY_EXPORTER_HISTORY",
+    "--history-key-prefix": "CELERY_EXPORTER_HISTORY_KEY_PREFIX",
 }
 
 

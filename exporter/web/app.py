@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
-import logging
+from collections.abc import Callable
+from pathlib import Path
 from typing import Protocol
 
 import falcon
 
+from exporter.auth import KeyRing, MetricsCredentials
 from exporter.render import RenderedMetrics
 from exporter.snapshot import Snapshot
 from exporter.web.errors import install_error_handlers
 from exporter.web.health import HealthResource, LandingResource, ReadyResource
+from exporter.web.jobs import JobsBackend, QueueJobsResource, QueuesResource
 from exporter.web.metrics import MetricsResource
+from exporter.web.security import AuthMiddleware
 
-log = logging.getLogger(__name__)
+OPENAPI_PATH = Path(__file__).with_name("openapi.json")
+
+WsgiApp = falcon.App[falcon.Request, falcon.Response]
 
 
 class SnapshotProvider(Protocol):
@@ -26,16 +32,46 @@ class SnapshotProvider(Protocol):
     def rendered(self) -> RenderedMetrics | None: ...
 
 
-WsgiApp = falcon.App[falcon.Request, falcon.Response]
+class OpenApiResource:
+    """The OpenAPI 3.1 document of the HTTP API, as kept in the repository."""
+
+    def __init__(self) -> None:
+        self._body = OPENAPI_PATH.read_bytes()
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.content_type = falcon.MEDIA_JSON
+        resp.data = self._body
 
 
-def create_app(provider: SnapshotProvider, *, stale_after: float) -> WsgiApp:
-    """Build the WSGI app serving /metrics, /healthz, /readyz and the landing page."""
-    app = falcon.App(media_type=falcon.MEDIA_JSON)
+def create_app(
+    provider: SnapshotProvider,
+    *,
+    stale_after: float,
+    keys: KeyRing | None = None,
+    metrics_credentials: MetricsCredentials | None = None,
+    jobs_backend: Callable[[], JobsBackend | None] = lambda: None,
+    api_max_limit: int = 100,
+) -> WsgiApp:
+    """Build the WSGI app: /metrics, the Jobs API, health, OpenAPI and a landing page.
+
+    `keys` None means authentication was turned off explicitly; an empty KeyRing
+    refuses every Jobs API request.
+    """
+    app = falcon.App(
+        media_type=falcon.MEDIA_JSON,
+        middleware=[AuthMiddleware(keys, metrics_credentials)],
+    )
     app.req_options.strip_url_path_trailing_slash = True
+    app.req_options.auto_parse_qs_csv = False
     install_error_handlers(app)
     app.add_route("/", LandingResource())
     app.add_route("/metrics", MetricsResource(provider))
     app.add_route("/healthz", HealthResource())
     app.add_route("/readyz", ReadyResource(provider, stale_after=stale_after))
+    app.add_route("/openapi.json", OpenApiResource())
+    queues = QueuesResource(provider, jobs_backend)
+    queue_jobs = QueueJobsResource(provider, jobs_backend, max_limit=api_max_limit)
+    for prefix in ("/v1", "/api/v1"):
+        app.add_route(f"{prefix}/jobs/queues", queues)
+        app.add_route(f"{prefix}/jobs/queues/{{queue_name}}", queue_jobs)
     return app

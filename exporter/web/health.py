@@ -17,6 +17,8 @@ LANDING = """<!doctype html>
 <body><h1>celery-jobs-exporter {version}</h1>
 <ul>
 <li><a href="/metrics">/metrics</a>: Prometheus metrics</li>
+<li><a href="/v1/jobs/queues">/v1/jobs/queues</a>: the Jobs API (API key required)</li>
+<li><a href="/openapi.json">/openapi.json</a>: the OpenAPI document</li>
 <li><a href="/healthz">/healthz</a>: the process is alive</li>
 <li><a href="/readyz">/readyz</a>: a fresh snapshot exists</li>
 </ul></body></html>

@@ -1,0 +1,199 @@
+"""The Jobs API (jobs-api.md): queues with their counts, and one queue's jobs by status.
+
+Counts come from the same snapshot as /metrics. Jobs come from the snapshot too,
+except waiting and paused ones: those are read from the broker's lists, one page at
+a time (O(limit) Redis work, bounded by the client's socket timeout).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
+
+import falcon
+
+from exporter import jobformat
+from exporter.jobstore import Job
+from exporter.snapshot import STATUSES, Snapshot, TaskPlacement
+from exporter.sources.messages import MalformedMessage, load_envelope, parse_task_message
+
+if TYPE_CHECKING:
+    from exporter.web.app import SnapshotProvider
+
+DEFAULT_STATUS = "failed"
+DEFAULT_LIMIT = 10
+
+
+class JobsBackend(Protocol):
+    """What the Jobs API needs beyond the snapshot: broker paging and in-flight details."""
+
+    def page_waiting(self, queue: str, offset: int, limit: int) -> tuple[list[bytes], int]: ...
+
+    def lookup(self, task_ids: Iterable[str]) -> Mapping[str, Job]: ...
+
+
+FOLLOWER_MESSAGE = (
+    "this worker process does not own the refresher and cannot serve the Jobs API; "
+    "run the sidecar with --web-workers 1 (the default) to use it"
+)
+
+
+def current_snapshot(provider: SnapshotProvider, backend: JobsBackend | None) -> Snapshot:
+    """The snapshot, or 503 before the first one (or in a process without one)."""
+    if backend is None:
+        raise falcon.HTTPServiceUnavailable(description=FOLLOWER_MESSAGE)
+    snapshot = provider.snapshot
+    if snapshot is None or (not snapshot.queues and snapshot.last_success is None):
+        raise falcon.HTTPServiceUnavailable(
+            description="no snapshot yet: the broker has not been read (is it reachable?)"
+        )
+    return snapshot
+
+
+class QueuesResource:
+    """GET /v1/jobs/queues: every known queue with its six counts."""
+
+    def __init__(
+        self, provider: SnapshotProvider, backend: Callable[[], JobsBackend | None]
+    ) -> None:
+        self._provider = provider
+        self._backend = backend
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        snapshot = current_snapshot(self._provider, self._backend())
+        resp.media = {
+            "queues": [
+                {"name": q.name, "counts": dict(q.counts)} for q in snapshot.queues.values()
+            ]
+        }
+
+
+def _int_param(req: falcon.Request, name: str, default: int, low: int, high: int) -> int:
+    raw = req.get_param(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = None
+    if value is None or not low <= value <= high or not raw.strip().lstrip("+-").isdigit():
+        raise falcon.HTTPBadRequest(
+            description=f"invalid `{name}`: {raw[:50]!r}; expected an integer from {low} to {high}"
+        )
+    return value
+
+
+class QueueJobsResource:
+    """GET /v1/jobs/queues/{queueName}: one queue's counts and a page of its jobs."""
+
+    def __init__(self, provider: SnapshotProvider, backend: Callable[[], JobsBackend | None],
+                 *, max_limit: int) -> None:
+        self._provider = provider
+        self._backend = backend
+        self._max_limit = max_limit
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, queue_name: str) -> None:
+        status = req.get_param("status") or DEFAULT_STATUS
+        if status not in STATUSES:
+            raise falcon.HTTPBadRequest(
+                description=f"invalid `status`: {status[:50]!r}; expected one of "
+                + ", ".join(STATUSES)
+            )
+        page = _int_param(req, "page", 1, 1, 10**9)
+        limit = _int_param(req, "limit", DEFAULT_LIMIT, 1, self._max_limit)
+        backend = self._backend()
+        snapshot = current_snapshot(self._provider, backend)
+        queue = snapshot.queues.get(queue_name)
+        if queue is None:
+            raise falcon.HTTPNotFound(description=f"unknown queue {queue_name[:200]!r}")
+        offset = (page - 1) * limit
+        assert backend is not None
+        jobs, total = self._jobs(snapshot, backend, queue_name, status, offset, limit)
+        resp.media = {
+            "name": queue_name,
+            "counts": dict(queue.counts),
+            "jobs": jobs,
+            "pagination": {
+                "currentPage": page,
+                "totalPages": math.ceil(total / limit) if total else 0,
+                "totalJobs": total,
+                "limit": limit,
+            },
+        }
+
+    def _jobs(
+        self,
+        snapshot: Snapshot,
+        backend: JobsBackend,
+        queue: str,
+        status: str,
+        offset: int,
+        limit: int,
+    ) -> tuple[list[dict[str, Any]], int]:
+        if status in ("completed", "failed"):
+            completed, failed = snapshot.retained_jobs.get(queue, ((), ()))
+            kept = failed if status == "failed" else completed
+            return [jobformat.from_job(j, status) for j in kept[offset : offset + limit]], len(
+                kept
+            )
+        if status in ("active", "delayed"):
+            placed = _placed(snapshot, queue, status)
+            page = placed[offset : offset + limit]
+            return [
+                jobformat.from_job(snapshot.job_details.get(p.task_id), status, p) for p in page
+            ], len(placed)
+        return _waiting_or_paused(snapshot, backend, queue, status, offset, limit)
+
+
+def _waiting_or_paused(
+    snapshot: Snapshot, backend: JobsBackend, queue: str, status: str, offset: int, limit: int
+) -> tuple[list[dict[str, Any]], int]:
+    """Prefetched jobs first (waiting only), then the broker's lists, next to run first."""
+    total = snapshot.queues[queue].counts[status]
+    if total == 0 or offset >= total:
+        return [], total
+    jobs: list[dict[str, Any]] = []
+    prefetched = _placed(snapshot, queue, "prefetched") if status == "waiting" else []
+    for placement in prefetched[offset : offset + limit]:
+        details = snapshot.job_details.get(placement.task_id)
+        jobs.append(jobformat.from_job(details, status, placement))
+    list_offset = max(0, offset - len(prefetched))
+    wanted = limit - len(jobs)
+    if wanted > 0 and total > len(prefetched):
+        try:
+            raws, _ = backend.page_waiting(queue, list_offset, wanted)
+        except Exception as exc:
+            raise falcon.HTTPServiceUnavailable(
+                description=f"the broker did not answer: {type(exc).__name__}"
+            ) from exc
+        jobs.extend(_from_raw_messages(raws, status, backend))
+    return jobs, total
+
+
+def _placed(snapshot: Snapshot, queue: str, status: str) -> list[TaskPlacement]:
+    placed = [p for p in snapshot.placements if p.queue == queue and p.status == status]
+    if status == "delayed":
+        placed.sort(key=lambda p: (p.eta or 0.0, p.task_id))
+    elif status == "active":
+        placed.sort(key=lambda p: (p.started_at or 0.0, p.task_id))
+    return placed
+
+
+def _from_raw_messages(
+    raws: list[bytes], status: str, backend: JobsBackend
+) -> list[dict[str, Any]]:
+    parsed: list[tuple[bytes, Any]] = []
+    for raw in raws:
+        try:
+            parsed.append((raw, parse_task_message(load_envelope(raw), with_body=True)))
+        except MalformedMessage as exc:
+            parsed.append((raw, exc))
+    known = backend.lookup(m.task_id for _raw, m in parsed if not isinstance(m, Exception))
+    jobs = []
+    for raw, message in parsed:
+        if isinstance(message, Exception):
+            jobs.append(jobformat.undecodable_message(raw, str(message), status))
+        else:
+            jobs.append(jobformat.from_message(message, status, known.get(message.task_id)))
+    return jobs
