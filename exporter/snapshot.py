@@ -168,7 +168,13 @@ def live_workers(inputs: SnapshotInputs) -> dict[str, WorkerState]:
 def place_tasks(inputs: SnapshotInputs) -> list[TaskPlacement]:
     """Assign every in-flight task id to exactly one of active, delayed and prefetched."""
     bindings = inputs.broker.bound_queues if inputs.broker else {}
+    # Ended per the events, though a reply taken a moment earlier may still hold it.
+    finished = inputs.tracker.recently_finished
     placed: dict[str, TaskPlacement] = {}
+
+    def place(placement: TaskPlacement) -> None:
+        if placement.task_id not in finished:
+            placed.setdefault(placement.task_id, placement)
 
     def queue_of(task: WorkerTask) -> str:
         return resolve_queue(task.exchange, task.routing_key, bindings)
@@ -176,39 +182,28 @@ def place_tasks(inputs: SnapshotInputs) -> list[TaskPlacement]:
     replies = inputs.workers.replies.values() if inputs.workers else ()
     for reply in replies:
         for task in reply.active:
-            placed.setdefault(task.task_id, TaskPlacement(
-                task.task_id, task.name, queue_of(task), "active",
-                started_at=task.started_at, hostname=reply.hostname,
-            ))
+            place(TaskPlacement(task.task_id, task.name, queue_of(task), "active",
+                                started_at=task.started_at, hostname=reply.hostname))
     for job in inputs.tracker.active:
-        if job.task_id not in placed and job.queue is not None:
-            placed[job.task_id] = TaskPlacement(
-                job.task_id, job.name, job.queue, "active",
-                started_at=job.started_at, hostname=job.hostname,
-            )
+        if job.queue is not None:
+            place(TaskPlacement(job.task_id, job.name, job.queue, "active",
+                                started_at=job.started_at, hostname=job.hostname))
     now = inputs.now
     for reply in replies:
         for task in reply.scheduled:
             if task.eta is not None and task.eta > now:
-                placed.setdefault(task.task_id, TaskPlacement(
-                    task.task_id, task.name, queue_of(task), "delayed",
-                    eta=task.eta, hostname=reply.hostname,
-                ))
+                place(TaskPlacement(task.task_id, task.name, queue_of(task), "delayed",
+                                    eta=task.eta, hostname=reply.hostname))
     unacked = inputs.broker.unacked if inputs.broker else ()
     for entry in unacked:
         if entry.eta is not None and entry.eta > now:
-            placed.setdefault(entry.task_id, TaskPlacement(
-                entry.task_id, entry.name, entry.queue, "delayed", eta=entry.eta,
-            ))
+            place(TaskPlacement(entry.task_id, entry.name, entry.queue, "delayed", eta=entry.eta))
     for reply in replies:
         for task in reply.reserved:
-            placed.setdefault(task.task_id, TaskPlacement(
-                task.task_id, task.name, queue_of(task), "prefetched", hostname=reply.hostname,
-            ))
+            place(TaskPlacement(task.task_id, task.name, queue_of(task), "prefetched",
+                                hostname=reply.hostname))
     for entry in unacked:
-        placed.setdefault(entry.task_id, TaskPlacement(
-            entry.task_id, entry.name, entry.queue, "prefetched", eta=entry.eta,
-        ))
+        place(TaskPlacement(entry.task_id, entry.name, entry.queue, "prefetched", eta=entry.eta))
     return list(placed.values())
 
 

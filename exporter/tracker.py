@@ -18,6 +18,9 @@ from exporter.sources.messages import MalformedMessage, parse_eta
 from exporter.taskstats import TaskStats, TaskStatsData
 
 OUTCOMES = ("succeeded", "failed", "retried", "revoked", "rejected")
+#: Ids of the latest finished jobs, remembered so that a worker reply taken a moment
+#: before a job ended does not count it as still running.
+RECENTLY_FINISHED = 20_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +61,7 @@ class TrackerView:
     jobs_evicted: int
     stream_connected: bool
     stream_reconnects: int
+    recently_finished: frozenset[str] = frozenset()
 
 
 class _HeartbeatGap:
@@ -97,6 +101,7 @@ class TaskTracker:
         self._gaps: dict[str, _HeartbeatGap] = {}
         self._intern = Interner()
         self._unsaved: dict[tuple[str, str], deque[Job]] = {}
+        self._recently_finished: OrderedDict[str, None] = OrderedDict()
         self.events_received = 0
         self.events_undecodable = 0
         self.events_lost = 0
@@ -182,6 +187,7 @@ class TaskTracker:
                 jobs_evicted=self.jobs_evicted,
                 stream_connected=self.stream_connected,
                 stream_reconnects=self.stream_reconnects,
+                recently_finished=frozenset(self._recently_finished),
             )
 
     def lookup(self, task_ids: Iterable[str]) -> dict[str, Job]:
@@ -310,6 +316,9 @@ class TaskTracker:
         job.state = state
         self._active.pop(job.id, None)
         self._inflight.pop(job.id, None)
+        self._recently_finished[job.id] = None
+        if len(self._recently_finished) > RECENTLY_FINISHED:
+            self._recently_finished.popitem(last=False)
         queue = self._queue_of(job)
         self.stats.touch(queue, job.name, OUTCOMES)
         self.stats.count(queue, job.name, outcome)
