@@ -44,7 +44,8 @@ app.conf.update(
     broker_transport_options=_transport_options(),
     result_backend=None,
     task_send_sent_event=True,
-    worker_send_task_events=True,
+    # TEST_TASK_EVENTS=0 starts workers without task events (only worker heartbeats).
+    worker_send_task_events=os.environ.get("TEST_TASK_EVENTS", "1") == "1",
     task_track_started=True,
     worker_prefetch_multiplier=1,
     task_serializer="json",

@@ -134,7 +134,7 @@ class CeleryWorker:
             APP_MODULE,
             "worker",
             f"--loglevel={self.loglevel}",
-            "-E",
+            *(["-E"] if self.extra_env.get("TEST_TASK_EVENTS", "1") == "1" else []),
             "-P",
             self.pool,
             "--concurrency",
