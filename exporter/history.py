@@ -25,6 +25,11 @@ FIELDS = (
 )
 
 
+def as_text(value: bytes | str) -> str:
+    """A Redis reply as text (the client returns bytes; decoding is lenient)."""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
 def dump_job(job: Job) -> bytes:
     """One job as a JSON object."""
     return orjson.dumps({field: getattr(job, field) for field in FIELDS})
@@ -49,7 +54,7 @@ def load_job(raw: bytes) -> Job:
 class JobHistory:
     """Reads and writes the persisted job lists."""
 
-    def __init__(self, client: redis.Redis[bytes], prefix: str, limits: RetentionLimits) -> None:
+    def __init__(self, client: redis.Redis, prefix: str, limits: RetentionLimits) -> None:
         self._client = client
         self._prefix = prefix
         self._limits = limits
@@ -81,7 +86,7 @@ class JobHistory:
     def load(self) -> list[Job]:
         """Every saved job, newest first within each list; unreadable entries are skipped."""
         queues = sorted(
-            q.decode("utf-8", "replace") for q in self._client.smembers(f"{self._prefix}queues")
+            as_text(q) for q in self._client.smembers(f"{self._prefix}queues")
         )
         pipe = self._client.pipeline(transaction=False)
         for queue in queues:

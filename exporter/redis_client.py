@@ -66,7 +66,7 @@ def connect(
     transport: TransportOptions,
     *,
     socket_timeout: float = DEFAULT_SOCKET_TIMEOUT,
-) -> redis.Redis[bytes]:
+) -> redis.Redis:
     """A Redis client on the broker (master, for Sentinel); connects lazily."""
     common: dict[str, Any] = {
         "socket_timeout": socket_timeout,
@@ -78,7 +78,8 @@ def connect(
             raise ConfigError(
                 "--broker-transport-option: master_name is required with a sentinel:// broker URL"
             )
-        sentinel = Sentinel(
+        # redis-py leaves Sentinel untyped; the master client it returns is a plain Redis.
+        sentinel: Any = Sentinel(  # type: ignore[no-untyped-call]
             list(endpoint.sentinel_hosts),
             sentinel_kwargs=dict(transport.sentinel_kwargs) or None,
             password=endpoint.password,
@@ -86,5 +87,6 @@ def connect(
             db=endpoint.db,
             **common,
         )
-        return sentinel.master_for(transport.master_name, redis_class=redis.Redis)
+        master: redis.Redis = sentinel.master_for(transport.master_name, redis_class=redis.Redis)
+        return master
     return redis.Redis.from_url(endpoint.url, **common)

@@ -76,7 +76,7 @@ class Collector:
             return state in self.states
 
 
-StreamFactory = Callable[..., "tuple[EventStream, redis.Redis[bytes]]"]
+StreamFactory = Callable[..., "tuple[EventStream, redis.Redis]"]
 
 
 @pytest.fixture
@@ -86,18 +86,18 @@ def start_stream(redis_server: RedisServer) -> Iterator[StreamFactory]:
     Also returns a publisher client on the same server. Everything is stopped afterwards.
     """
     streams: list[EventStream] = []
-    clients: list[redis.Redis[bytes]] = []
+    clients: list[redis.Redis] = []
 
     def start(
         handle: Callable[[list[Event], int], None],
         on_state: Callable[[bool, bool], None],
         transport: TransportOptions | None = None,
         db: int = 0,
-    ) -> tuple[EventStream, redis.Redis[bytes]]:
+    ) -> tuple[EventStream, redis.Redis]:
         transport = transport or TransportOptions()
         endpoint = parse_endpoint(redis_server.url_for_db(db))
         client = connect(endpoint, transport, socket_timeout=30.0)
-        publisher: redis.Redis[bytes] = redis_server.client(db=db)
+        publisher: redis.Redis = redis_server.client(db=db)
         clients.extend([client, publisher])
         stream = EventStream(
             client, transport.event_channel_pattern(endpoint.db), handle, on_state=on_state
@@ -118,7 +118,7 @@ def start_stream(redis_server: RedisServer) -> Iterator[StreamFactory]:
             client.close()
 
 
-def publish_all(publisher: redis.Redis[bytes], payloads: list[tuple[str, str]]) -> None:
+def publish_all(publisher: redis.Redis, payloads: list[tuple[str, str]]) -> None:
     for channel, data in payloads:
         publisher.publish(channel, data)
 
@@ -245,7 +245,7 @@ def test_reconnects_after_the_server_restarts(
     redis_server.start()
 
     assert wait_until(lambda: collector.seen((True, True)), timeout=30), collector.states
-    fresh: redis.Redis[bytes] = redis_server.client()
+    fresh: redis.Redis = redis_server.client()
     try:
         assert wait_until(lambda: fresh.pubsub_numpat() >= 1, timeout=10)
         publish_all(fresh, PAYLOAD_LIST[3:])

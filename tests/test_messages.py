@@ -54,9 +54,9 @@ CONTENT_TYPE_OF = {
 
 
 @pytest.fixture
-def broker(redis_server: RedisServer) -> Iterator[redis.Redis[bytes]]:
+def broker(redis_server: RedisServer) -> Iterator[redis.Redis]:
     """A raw client on the private redis-server, to read what Celery wrote."""
-    client: redis.Redis[bytes] = redis_server.client()
+    client: redis.Redis = redis_server.client()
     try:
         yield client
     finally:
@@ -82,7 +82,7 @@ def make_app(redis_server: RedisServer) -> Iterator[Callable[..., Celery]]:
             app.close()
 
 
-def raw_messages(client: redis.Redis[bytes], queue: str) -> list[bytes]:
+def raw_messages(client: redis.Redis, queue: str) -> list[bytes]:
     """Every raw message waiting in a queue, over all of its priority sub-lists."""
     found: list[bytes] = []
     for key in TRANSPORT.queue_keys(queue):
@@ -90,7 +90,7 @@ def raw_messages(client: redis.Redis[bytes], queue: str) -> list[bytes]:
     return found
 
 
-def only_message(client: redis.Redis[bytes], queue: str) -> bytes:
+def only_message(client: redis.Redis, queue: str) -> bytes:
     """The one raw message of a queue (fails if there is not exactly one)."""
     found = raw_messages(client, queue)
     assert len(found) == 1, f"expected one message in {queue!r}, found {len(found)}"
@@ -117,7 +117,7 @@ def malformed_or_value(func: Callable[[Any], Any], arg: Any) -> Any:
 @pytest.mark.parametrize("serializer", ["json", "msgpack", "yaml"])
 def test_task_message_decodes_args_and_kwargs(
     make_app: Callable[..., Celery],
-    broker: redis.Redis[bytes],
+    broker: redis.Redis,
     protocol: int,
     serializer: str,
 ) -> None:
@@ -145,7 +145,7 @@ def test_task_message_decodes_args_and_kwargs(
 
 @pytest.mark.parametrize("protocol", [2, 1])
 def test_message_without_body_keeps_args_unread(
-    make_app: Callable[..., Celery], broker: redis.Redis[bytes], protocol: int
+    make_app: Callable[..., Celery], broker: redis.Redis, protocol: int
 ) -> None:
     """Without with_body, protocol 2 leaves args unread; protocol 1 must read its body."""
     app = make_app(protocol=protocol)
@@ -169,7 +169,7 @@ def test_message_without_body_keeps_args_unread(
 )
 def test_compressed_bodies_decode(
     make_app: Callable[..., Celery],
-    broker: redis.Redis[bytes],
+    broker: redis.Redis,
     protocol: int,
     compression: str,
     header: str,
@@ -205,7 +205,7 @@ class TouchOnUnpickle:
 
 
 def test_pickle_body_is_never_unpickled(
-    make_app: Callable[..., Celery], broker: redis.Redis[bytes], tmp_path: Path
+    make_app: Callable[..., Celery], broker: redis.Redis, tmp_path: Path
 ) -> None:
     """A pickle message is read from its headers; the body is refused, never loaded."""
     marker = tmp_path / "unpickled.marker"
@@ -238,7 +238,7 @@ def test_pickle_body_is_never_unpickled(
 
 
 def test_pickle_protocol1_is_refused_without_unpickling(
-    make_app: Callable[..., Celery], broker: redis.Redis[bytes], tmp_path: Path
+    make_app: Callable[..., Celery], broker: redis.Redis, tmp_path: Path
 ) -> None:
     """Protocol 1 keeps the task id in a pickle body: the message is refused as malformed."""
     marker = tmp_path / "unpickled.marker"
@@ -257,7 +257,7 @@ def test_pickle_protocol1_is_refused_without_unpickling(
 
 @pytest.mark.parametrize("protocol", [2, 1])
 def test_countdown_is_parsed_to_epoch_seconds(
-    make_app: Callable[..., Celery], broker: redis.Redis[bytes], protocol: int
+    make_app: Callable[..., Celery], broker: redis.Redis, protocol: int
 ) -> None:
     """A countdown becomes an ETA the exporter reads as now + countdown (±1 s)."""
     app = make_app(protocol=protocol)
@@ -273,7 +273,7 @@ def test_countdown_is_parsed_to_epoch_seconds(
 @pytest.mark.parametrize("offset_hours", [0, 2, -7])
 def test_explicit_eta_is_parsed_exactly(
     make_app: Callable[..., Celery],
-    broker: redis.Redis[bytes],
+    broker: redis.Redis,
     protocol: int,
     offset_hours: int,
 ) -> None:
@@ -288,7 +288,7 @@ def test_explicit_eta_is_parsed_exactly(
 
 @pytest.mark.parametrize("priority", [0, 3, 5, 9])
 def test_priority_and_priority_sub_list(
-    make_app: Callable[..., Celery], broker: redis.Redis[bytes], priority: int
+    make_app: Callable[..., Celery], broker: redis.Redis, priority: int
 ) -> None:
     """The priority comes from the properties; the message sits in its step's sub-list."""
     app = make_app()
@@ -303,7 +303,7 @@ def test_priority_and_priority_sub_list(
 
 
 def test_exchange_and_routing_key_from_delivery_info(
-    make_app: Callable[..., Celery], broker: redis.Redis[bytes]
+    make_app: Callable[..., Celery], broker: redis.Redis
 ) -> None:
     """A task routed through a named exchange carries that exchange and routing key."""
     exchange = Exchange("jobs-exchange", type="direct")  # type: ignore[no-untyped-call]
@@ -328,7 +328,7 @@ def test_exchange_and_routing_key_from_delivery_info(
 
 
 def test_retries_header_is_read(
-    make_app: Callable[..., Celery], broker: redis.Redis[bytes]
+    make_app: Callable[..., Celery], broker: redis.Redis
 ) -> None:
     """The retries count of a re-published task is read from its headers."""
     app = make_app()
@@ -346,7 +346,7 @@ def test_unacked_entry_of_a_real_worker(
     redis_server: RedisServer,
     celery_app: Celery,
     celery_worker_factory: Callable[..., CeleryWorker],
-    broker: redis.Redis[bytes],
+    broker: redis.Redis,
 ) -> None:
     """A worker holding an ETA task keeps it in `unacked`; the entry parses to that task."""
     celery_worker_factory(redis_server.url, queues=["celery"], concurrency=1)

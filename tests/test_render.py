@@ -298,7 +298,7 @@ def test_snapshot_with_a_real_worker_renders_and_passes_promtool(
     ]
     for i in range(3):
         celery_app.send_task("tests.add", args=(i, 2), queue="beta")
-    raw: redis.Redis[bytes] = redis_server.client()
+    raw: redis.Redis = redis_server.client()
     inspect_app = make_inspect_app(settings.broker_url, settings.transport.as_kombu_options())
     client = connect(parse_endpoint(settings.broker_url), settings.transport)
     try:

@@ -207,7 +207,7 @@ def test_real_celery_messages_land_in_queue_keys(
     options = parse_transport_options(pairs)
     app = Celery("keys", broker=redis_server.url_for_db(db), set_as_current=False)
     app.conf.broker_transport_options = options.as_kombu_options()
-    client: redis.Redis[bytes] = redis_server.client(db=db)
+    client: redis.Redis = redis_server.client(db=db)
     try:
         for priority in range(10):
             app.send_task("tests.add", args=(priority, 0), queue="jobs", priority=priority)
@@ -241,7 +241,7 @@ def test_event_channel_pattern_matches_kombu(
     topic = options.global_keyprefix + channel._get_publish_topic("celeryev", "worker.heartbeat")
     pattern = options.event_channel_pattern(parse_endpoint(url).db)
 
-    client: redis.Redis[bytes] = redis_server.client(db=db)
+    client: redis.Redis = redis_server.client(db=db)
     pubsub = client.pubsub(ignore_subscribe_messages=True)
     app = Celery("events", broker=url, set_as_current=False)
     app.conf.broker_transport_options = options.as_kombu_options()

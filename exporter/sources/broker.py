@@ -60,7 +60,7 @@ class BrokerSource:
 
     def __init__(
         self,
-        client: redis.Redis[bytes],
+        client: redis.Redis,
         transport: TransportOptions,
         *,
         configured_queues: Iterable[str] = (),
@@ -222,7 +222,7 @@ class QueuePager:
     last element of the first non-empty sub-list.
     """
 
-    def __init__(self, client: redis.Redis[bytes], transport: TransportOptions) -> None:
+    def __init__(self, client: redis.Redis, transport: TransportOptions) -> None:
         self._client = client
         self._transport = transport
 

@@ -88,7 +88,7 @@ class EventStream:
 
     def __init__(
         self,
-        client: redis.Redis[bytes],
+        client: redis.Redis,
         pattern: str,
         handle: BatchHandler,
         *,
@@ -128,7 +128,9 @@ class EventStream:
             backoff = 0.5
 
         while not self._stop.is_set():
-            connection = self._client.connection_pool.make_connection()
+            # A connection of the client's own pool class (TCP, TLS or Sentinel-resolved),
+            # so the handshake (AUTH, SELECT, TLS) is redis-py's; only its socket is read.
+            connection: Any = self._client.connection_pool.make_connection()
             try:
                 connection.connect()
                 connection.send_command("PSUBSCRIBE", self._pattern)

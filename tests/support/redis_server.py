@@ -72,7 +72,7 @@ class RedisServer:
         """Whether the server process is alive."""
         return self._proc is not None and self._proc.poll() is None
 
-    def client(self, db: int = 0, **kwargs: Any) -> redis.Redis[Any]:
+    def client(self, db: int = 0, **kwargs: Any) -> redis.Redis:
         """Return a new ``redis.Redis`` client for database ``db``."""
         return redis.Redis(host=self.host, port=self.port, db=db, **kwargs)
 
