@@ -107,6 +107,12 @@ class Snapshot:
         source = self.sources.get("broker")
         return bool(source and source.up)
 
+    @property
+    def broker_ever_read(self) -> bool:
+        """Whether any broker read has succeeded (this snapshot's or an older one kept)."""
+        source = self.sources.get("broker")
+        return bool(source and source.last_success is not None)
+
 
 @dataclass(frozen=True)
 class SnapshotInputs:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import falcon
 
 from exporter import jobformat
+from exporter.auth import MANAGE_ALL
 from exporter.jobstore import Job
 from exporter.snapshot import STATUSES, Snapshot, TaskPlacement
 from exporter.sources.messages import MalformedMessage, load_envelope, parse_task_message
@@ -40,11 +41,15 @@ FOLLOWER_MESSAGE = (
 
 
 def current_snapshot(provider: SnapshotProvider, backend: JobsBackend | None) -> Snapshot:
-    """The snapshot, or 503 before the first one (or in a process without one)."""
+    """The snapshot, or 503 until the broker has been read once (or in a follower).
+
+    Before the first successful broker read the counts would be zeros that mean
+    "unknown", so the contract's 503 is answered instead, configured queues or not.
+    """
     if backend is None:
         raise falcon.HTTPServiceUnavailable(description=FOLLOWER_MESSAGE)
     snapshot = provider.snapshot
-    if snapshot is None or (not snapshot.queues and snapshot.last_success is None):
+    if snapshot is None or not snapshot.broker_ever_read:
         raise falcon.HTTPServiceUnavailable(
             description="no snapshot yet: the broker has not been read (is it reachable?)"
         )
@@ -53,6 +58,8 @@ def current_snapshot(provider: SnapshotProvider, backend: JobsBackend | None) ->
 
 class QueuesResource:
     """GET /v1/jobs/queues: every known queue with its six counts."""
+
+    required_permission = MANAGE_ALL
 
     def __init__(
         self, provider: SnapshotProvider, backend: Callable[[], JobsBackend | None]
@@ -86,6 +93,8 @@ def _int_param(req: falcon.Request, name: str, default: int, low: int, high: int
 
 class QueueJobsResource:
     """GET /v1/jobs/queues/{queueName}: one queue's counts and a page of its jobs."""
+
+    required_permission = MANAGE_ALL
 
     def __init__(self, provider: SnapshotProvider, backend: Callable[[], JobsBackend | None],
                  *, max_limit: int) -> None:

@@ -31,6 +31,8 @@ def accepts_gzip(accept_encoding: str | None) -> bool:
 class MetricsResource:
     """Serves the current exposition; 503 before the first snapshot."""
 
+    metrics_credentials = True  # behind --metrics-bearer-token / basic auth when set
+
     def __init__(self, provider: SnapshotProvider) -> None:
         self._provider = provider
 

@@ -1,12 +1,18 @@
-"""Authentication: API keys with permissions for the Jobs API, optional credentials for /metrics."""
+"""Authentication: API keys with permissions for the Jobs API, optional credentials for /metrics.
+
+What a request needs is decided by the resource the router picked, never by the raw
+path: `//v1/jobs/queues` or `/%2Fv1/jobs/queues` reach the same resource and need
+the same key. A resource declares `required_permission` (an API key permission) or
+`metrics_credentials = True` (the optional /metrics bearer token or basic auth).
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 import falcon
 
-from exporter.auth import MANAGE_ALL, KeyRing, MetricsCredentials, presented_key
-
-JOBS_PREFIXES = ("/v1/jobs", "/api/v1/jobs")
+from exporter.auth import KeyRing, MetricsCredentials, presented_key
 
 
 class AuthMiddleware:
@@ -20,19 +26,24 @@ class AuthMiddleware:
         self._keys = keys
         self._metrics = metrics
 
-    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
-        path = req.path
-        if path.startswith(JOBS_PREFIXES):
-            self._require_permission(req, MANAGE_ALL)
-        elif (
-            path == "/metrics"
-            and self._metrics is not None
-            and not self._metrics.accepts(req.get_header("Authorization"))
-        ):
-            raise falcon.HTTPUnauthorized(
-                description="credentials required for /metrics",
-                challenges=['Bearer realm="metrics"', 'Basic realm="metrics"'],
-            )
+    def process_resource(
+        self, req: falcon.Request, resp: falcon.Response, resource: Any, params: dict[str, Any]
+    ) -> None:
+        if resource is None:  # no route: the 404 handler answers
+            return
+        permission = getattr(resource, "required_permission", None)
+        if permission is not None:
+            self._require_permission(req, permission)
+        elif getattr(resource, "metrics_credentials", False):
+            self._require_metrics_credentials(req)
+
+    def _require_metrics_credentials(self, req: falcon.Request) -> None:
+        if self._metrics is None or self._metrics.accepts(req.get_header("Authorization")):
+            return
+        raise falcon.HTTPUnauthorized(
+            description="credentials required for /metrics",
+            challenges=['Bearer realm="metrics"', 'Basic realm="metrics"'],
+        )
 
     def _require_permission(self, req: falcon.Request, permission: str) -> None:
         if self._keys is None:  # authentication turned off explicitly
