@@ -8,7 +8,9 @@ repr string where they are not literals. Large values are truncated, never the r
 from __future__ import annotations
 
 import ast
+import math
 import re
+import reprlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,6 +21,16 @@ from exporter.sources.messages import TaskMessage
 MAX_VALUE_CHARS = 1024
 MAX_ITEMS = 50
 MAX_DEPTH = 6
+# Bounded reprs for what is too deep or not JSON: reprlib stops at a depth and a size,
+# so a value nested a thousand levels deep neither recurses nor grows the response.
+def _short_repr() -> reprlib.Repr:
+    short = reprlib.Repr()  # keyword arguments only exist from Python 3.12
+    short.maxlevel, short.maxstring, short.maxother = 3, 200, 200
+    short.maxlist = short.maxtuple = short.maxdict = short.maxset = 20
+    return short
+
+
+_SHORT_REPR = _short_repr()
 _EXCEPTION_REPR = re.compile(r"^(?P<type>[A-Za-z_][\w.]*)\((?P<args>.*)\)$", re.S)
 
 
@@ -35,7 +47,7 @@ def literal(text: str | None) -> Any:
 def to_json(value: Any, depth: int = 0) -> Any:
     """A JSON-safe, size-bounded copy: tuples/sets become lists, other objects their repr."""
     if value is None or isinstance(value, bool | int | float):
-        if isinstance(value, float) and value != value:  # NaN is not JSON
+        if isinstance(value, float) and not math.isfinite(value):  # JSON has no inf/NaN
             return repr(value)
         return value
     if isinstance(value, str):
@@ -43,7 +55,7 @@ def to_json(value: Any, depth: int = 0) -> Any:
     if isinstance(value, bytes):
         return clip(repr(value), MAX_VALUE_CHARS)
     if depth >= MAX_DEPTH:
-        return clip(repr(value), MAX_VALUE_CHARS)
+        return clip(_SHORT_REPR.repr(value), MAX_VALUE_CHARS)
     if isinstance(value, Mapping):
         items = list(value.items())
         out = {str(k): to_json(v, depth + 1) for k, v in items[:MAX_ITEMS]}
@@ -56,7 +68,7 @@ def to_json(value: Any, depth: int = 0) -> Any:
         if len(seq) > MAX_ITEMS:
             out_list.append(f"… {len(seq) - MAX_ITEMS} more items truncated")
         return out_list
-    return clip(repr(value), MAX_VALUE_CHARS)
+    return clip(_SHORT_REPR.repr(value), MAX_VALUE_CHARS)
 
 
 def job_data(args: Any, kwargs: Any) -> dict[str, Any]:
