@@ -9,7 +9,7 @@ everything once, at the first refresh that reaches the broker.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import orjson
@@ -18,6 +18,11 @@ import redis
 from exporter.jobstore import Job, RetentionLimits
 
 log = logging.getLogger(__name__)
+
+#: Jobs per save round trip: bounds the memory one save takes, whatever the event rate.
+SAVE_CHUNK = 200
+#: Saved jobs read per round trip when they are loaded after a restart.
+LOAD_CHUNK = 1000
 
 FIELDS = (
     "id", "name", "queue", "args", "kwargs", "sent_at", "received_at", "started_at",
@@ -35,7 +40,7 @@ def dump_job(job: Job) -> bytes:
     return orjson.dumps({field: getattr(job, field) for field in FIELDS})
 
 
-def load_job(raw: bytes) -> Job:
+def load_job(raw: bytes | str) -> Job:
     """A job from its JSON object; raises ValueError on anything else."""
     data: Any = orjson.loads(raw)
     if not isinstance(data, dict) or not isinstance(data.get("id"), str):
@@ -63,43 +68,53 @@ class JobHistory:
         """The list holding one queue's jobs of one status (`completed` or `failed`)."""
         return f"{self._prefix}jobs:{status}:{queue}"
 
-    def save(self, jobs: Iterable[Job]) -> int:
-        """Push jobs (oldest first) and trim each list to its limit; one round trip."""
-        pipe = self._client.pipeline(transaction=False)
-        touched: set[tuple[str, str]] = set()
-        count = 0
+    def save(self, jobs: Sequence[Job]) -> int:
+        """Push jobs (oldest first) and trim each list to its limit; one round trip.
+
+        Callers pass bounded chunks (see `SAVE_CHUNK`): the pipeline holds every
+        encoded job until it is sent, so one call for a whole refresh's worth of
+        jobs under a firehose would grow the process by tens of megabytes.
+        """
+        by_key: dict[tuple[str, str], list[bytes]] = {}
         for job in jobs:
             status = "failed" if job.state == "failed" else "completed"
-            queue = job.queue or "unknown"
-            pipe.lpush(self.key(status, queue), dump_job(job))
-            touched.add((status, queue))
-            count += 1
-        if not count:
+            by_key.setdefault((status, job.queue or "unknown"), []).append(dump_job(job))
+        if not by_key:
             return 0
-        for status, queue in touched:
-            limit = self._limits.failed if status == "failed" else self._limits.completed
-            pipe.ltrim(self.key(status, queue), 0, max(limit, 1) - 1)
-            pipe.sadd(f"{self._prefix}queues", queue)
-        pipe.execute()
-        return count
-
-    def load(self) -> list[Job]:
-        """Every saved job, newest first within each list; unreadable entries are skipped."""
-        queues = sorted(
-            as_text(q) for q in self._client.smembers(f"{self._prefix}queues")
-        )
         pipe = self._client.pipeline(transaction=False)
-        for queue in queues:
-            pipe.lrange(self.key("completed", queue), 0, max(self._limits.completed, 1) - 1)
-            pipe.lrange(self.key("failed", queue), 0, max(self._limits.failed, 1) - 1)
-        jobs: list[Job] = []
+        for (status, queue), values in by_key.items():
+            limit = self._limits.failed if status == "failed" else self._limits.completed
+            key = self.key(status, queue)
+            pipe.lpush(key, *values[-max(limit, 1):])
+            pipe.ltrim(key, 0, max(limit, 1) - 1)
+        pipe.sadd(f"{self._prefix}queues", *{queue for _status, queue in by_key})
+        pipe.execute()
+        return len(jobs)
+
+    def load(self) -> Iterator[list[Job]]:
+        """Every saved job in chunks, newest first within each list; unreadable ones skipped.
+
+        Read `LOAD_CHUNK` entries per round trip, so a full retention over many queues
+        never sits in memory twice (as JSON and as jobs) at once.
+        """
+        queues = sorted(as_text(q) for q in self._client.smembers(f"{self._prefix}queues"))
         skipped = 0
-        for entries in pipe.execute():
-            for raw in entries:
-                try:
-                    jobs.append(load_job(raw))
-                except (ValueError, TypeError):
-                    skipped += 1
+        for queue in queues:
+            for status, limit in (
+                ("completed", self._limits.completed), ("failed", self._limits.failed),
+            ):
+                key = self.key(status, queue)
+                for first in range(0, max(limit, 1), LOAD_CHUNK):
+                    last = min(first + LOAD_CHUNK, max(limit, 1)) - 1
+                    entries = self._client.lrange(key, first, last)
+                    jobs: list[Job] = []
+                    for raw in entries:
+                        try:
+                            jobs.append(load_job(raw))
+                        except (ValueError, TypeError):
+                            skipped += 1
+                    yield jobs
+                    if len(entries) < last - first + 1:
+                        break
         if skipped:
             log.warning("skipped %d unreadable saved jobs", skipped)
-        return jobs

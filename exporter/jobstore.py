@@ -10,7 +10,9 @@ from dataclasses import dataclass
 #: Longest kept text of args, kwargs, results and exceptions; tracebacks get more.
 MAX_TEXT = 2048
 MAX_TRACEBACK = 8192
-TRUNCATION_MARK = "…[truncated]"
+# ASCII on purpose: one non-Latin-1 character would make CPython store the whole
+# clipped string at 2 bytes per character (4 for some), doubling what a job keeps.
+TRUNCATION_MARK = "...[truncated]"
 
 
 def clip(text: object, limit: int = MAX_TEXT) -> str | None:

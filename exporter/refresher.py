@@ -14,7 +14,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Generic, TypeVar
 
-from exporter.history import JobHistory
+from exporter.history import SAVE_CHUNK, JobHistory
 from exporter.settings import Settings, redact_url
 from exporter.snapshot import (
     ExporterCounters,
@@ -188,12 +188,23 @@ class Refresher:
             return
         try:
             if not self._history_loaded:
-                restored = self._tracker.restore(self._history.load())
+                restored = sum(self._tracker.restore(jobs) for jobs in self._history.load())
                 self._history_loaded = True
                 log.info("restored %d finished jobs saved before the last restart", restored)
-            self._history.save(self._tracker.take_unsaved())
         except Exception as exc:  # the broker went away between two reads
-            log.warning("could not sync the job history: %s", redact_url(str(exc)))
+            log.warning("could not load the job history: %s", redact_url(str(exc)))
+            return
+        unsaved = self._tracker.take_unsaved()
+        for start in range(0, len(unsaved), SAVE_CHUNK):
+            try:
+                self._history.save(unsaved[start : start + SAVE_CHUNK])
+            except Exception as exc:  # kept for the next refresh, within the retention
+                self._tracker.return_unsaved(unsaved[start:])
+                log.warning(
+                    "could not save %d finished jobs to the history (will retry): %s",
+                    len(unsaved) - start, redact_url(str(exc)),
+                )
+                return
 
     def _build(self, started: float) -> Snapshot:
         broker = self._broker.reading

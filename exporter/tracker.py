@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -208,6 +208,18 @@ class TaskTracker:
         jobs.sort(key=lambda j: j.finished_at or 0.0)
         return jobs
 
+    def return_unsaved(self, jobs: Sequence[Job]) -> None:
+        """Give back jobs a failed save did not persist (oldest first), for the next save.
+
+        They go behind anything that finished since; a list already holding its
+        retention limit of newer jobs keeps those, as the history would.
+        """
+        with self.lock:
+            for job in reversed(jobs):
+                unsaved = self._unsaved_of(job)
+                if len(unsaved) < (unsaved.maxlen or 0):
+                    unsaved.appendleft(job)
+
     def restore(self, jobs: Iterable[Job]) -> int:
         """Put back finished jobs kept before a restart (given newest first per queue)."""
         restored = 0
@@ -341,13 +353,17 @@ class TaskTracker:
 
     def _keep(self, job: Job) -> None:
         self.store.add(job)
+        self._unsaved_of(job).append(job)
+
+    def _unsaved_of(self, job: Job) -> deque[Job]:
+        """The not-yet-persisted jobs of the job's queue and state (bounded by retention)."""
         key = (job.queue or "unknown", job.state)
         unsaved = self._unsaved.get(key)
         if unsaved is None:
             limits = self.store.limits
             limit = limits.failed if job.state == "failed" else limits.completed
             unsaved = self._unsaved[key] = deque(maxlen=max(limit, 1))
-        unsaved.append(job)
+        return unsaved
 
     def _on_succeeded(self, event: dict[str, Any]) -> None:
         job = self._finish(event, "succeeded", "succeeded")

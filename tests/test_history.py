@@ -1,0 +1,153 @@
+"""The persisted job history: saved in bounded chunks, kept when a save fails, loaded back.
+
+A real redis-server refuses writes for a while (`maxmemory` reached, `noeviction`: reads
+still work, so the broker is read and the refresh goes on): the jobs that finished
+meanwhile must reach the history once writes work again, and the lists must still hold
+exactly the newest jobs up to the retention limit.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from exporter.history import LOAD_CHUNK, SAVE_CHUNK, JobHistory
+from exporter.jobstore import RetentionLimits
+from exporter.redis_client import connect, parse_endpoint
+from exporter.refresher import Refresher
+from exporter.settings import Settings
+from exporter.sources.broker import BrokerSource
+from exporter.sources.events import decode_event_message
+from exporter.taskstats import TaskStats
+from exporter.tracker import TaskTracker
+from tests.support.redis_server import RedisServer
+
+PAYLOADS = Path(__file__).resolve().parents[1] / "bench" / "events" / "payloads.jsonl"
+PREFIX = "celery-jobs-exporter:"
+FAILED_LIMIT = SAVE_CHUNK + 50  # more than one save chunk fits in the retention
+
+
+def captured(kind: str) -> dict[str, Any]:
+    """The first event of a kind that a real worker published."""
+    for line in PAYLOADS.read_text().splitlines():
+        for event in decode_event_message(json.loads(line)["data"].encode()):
+            if event["type"] == kind:
+                return event
+    raise AssertionError(f"no {kind} event captured")
+
+
+def failed_task_events(count: int, queue: str, start: float) -> tuple[list[str], list[Any]]:
+    """Sent, started and failed events of `count` tasks (captured ones, new ids)."""
+    sent, started, failed = (captured(k) for k in ("task-sent", "task-started", "task-failed"))
+    ids: list[str] = []
+    events: list[Any] = []
+    for index in range(count):
+        task_id = str(uuid.uuid4())
+        ids.append(task_id)
+        at = start + index
+        for template, offset in ((sent, 0.0), (started, 0.1), (failed, 0.2)):
+            event = copy.deepcopy(template)
+            event.update(uuid=task_id, timestamp=at + offset)
+            if event["type"] == "task-sent":
+                event.update(queue=queue, routing_key=queue)
+            events.append(event)
+    return ids, events
+
+
+@pytest.fixture
+def refresher_and_tracker(
+    redis_server: RedisServer,
+) -> Iterator[tuple[Refresher, TaskTracker, JobHistory]]:
+    settings = Settings(broker_url=redis_server.url, refresh_interval=1.0, inspect_timeout=0.5)
+    limits = RetentionLimits(completed=10, failed=FAILED_LIMIT)
+    client = connect(parse_endpoint(settings.broker_url), settings.transport, socket_timeout=2.0)
+    tracker = TaskTracker(
+        limits=limits,
+        stats=TaskStats(
+            max_task_names=settings.max_task_names,
+            runtime_buckets=settings.runtime_buckets,
+            queue_wait_buckets=settings.queue_wait_buckets,
+        ),
+    )
+    history = JobHistory(client, PREFIX, limits)
+    broker = BrokerSource(client, settings.transport, configured_queues=(), discovery_interval=0)
+    refresher = Refresher(settings, broker, None, tracker, history=history)
+    try:
+        yield refresher, tracker, history
+    finally:
+        refresher.stop()
+        client.close()
+
+
+def saved_ids(history: JobHistory) -> list[str]:
+    return [job.id for chunk in history.load() for job in chunk]
+
+
+def test_jobs_a_failed_save_could_not_write_are_saved_by_the_next_one(
+    redis_server: RedisServer,
+    refresher_and_tracker: tuple[Refresher, TaskTracker, JobHistory],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    refresher, tracker, history = refresher_and_tracker
+    refresher.refresh_once()  # loads the (empty) history
+    before, events = failed_task_events(100, "work", start=1_000.0)
+    tracker.apply_batch(events)
+    refresher.refresh_once()
+    assert saved_ids(history) == before[::-1]
+
+    admin = redis_server.client()
+    admin.config_set("maxmemory-policy", "noeviction")
+    admin.config_set("maxmemory", "1")  # every write is refused with OOM from now on
+    during, events = failed_task_events(2 * SAVE_CHUNK, "work", start=2_000.0)
+    tracker.apply_batch(events)
+    snapshot = refresher.refresh_once()  # the save fails: the jobs wait for the next one
+    assert snapshot.broker_up
+    assert any("will retry" in r.getMessage() for r in caplog.records), caplog.text
+    assert saved_ids(history) == before[::-1]
+
+    admin.config_set("maxmemory", "0")
+    refresher.refresh_once()
+    assert saved_ids(history) == (during[::-1] + before[::-1])[:FAILED_LIMIT]
+    assert admin.llen(history.key("failed", "work")) == FAILED_LIMIT
+    admin.close()
+
+
+def test_a_save_keeps_exactly_the_newest_jobs_across_chunks(
+    redis_server: RedisServer,
+    refresher_and_tracker: tuple[Refresher, TaskTracker, JobHistory],
+) -> None:
+    refresher, tracker, history = refresher_and_tracker
+    refresher.refresh_once()
+    ids, events = failed_task_events(3 * SAVE_CHUNK + 7, "work", start=1_000.0)
+    tracker.apply_batch(events)
+    refresher.refresh_once()
+    assert saved_ids(history) == ids[::-1][:FAILED_LIMIT]
+
+
+def test_load_reads_in_bounded_chunks_newest_first(redis_server: RedisServer) -> None:
+    limits = RetentionLimits(completed=10, failed=LOAD_CHUNK + 30)
+    tracker = TaskTracker(
+        limits=limits,
+        stats=TaskStats(max_task_names=10, runtime_buckets=(1.0,), queue_wait_buckets=(1.0,)),
+    )
+    client = redis_server.client()
+    history = JobHistory(
+        connect(parse_endpoint(redis_server.url), Settings(broker_url=redis_server.url).transport),
+        PREFIX,
+        limits,
+    )
+    ids, events = failed_task_events(LOAD_CHUNK + 30, "bulk", start=1_000.0)
+    tracker.apply_batch(events)
+    jobs = tracker.take_unsaved()
+    for start in range(0, len(jobs), SAVE_CHUNK):
+        history.save(jobs[start : start + SAVE_CHUNK])
+    chunks = list(history.load())
+    assert [len(c) for c in chunks if c] == [LOAD_CHUNK, 30]
+    assert [job.id for chunk in chunks for job in chunk] == ids[::-1]
+    client.close()
