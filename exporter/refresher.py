@@ -252,6 +252,7 @@ class Refresher:
                 events_undecodable=view.events_undecodable,
                 events_lost=view.events_lost,
                 stream_reconnects=view.stream_reconnects,
+                stream_disconnected_seconds=view.stream_disconnected_seconds,
                 jobs_evicted=view.jobs_evicted,
                 malformed=dict(self._malformed),
                 refreshes=self._generation,

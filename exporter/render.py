@@ -198,6 +198,10 @@ class _SnapshotCollector:
         yield _counter("celery_exporter_event_stream_reconnects",
                        "Times the event subscription was lost and made again.",
                        counters.stream_reconnects)
+        yield _counter("celery_exporter_event_stream_disconnected_seconds",
+                       "Seconds without an event subscription after one was lost; events "
+                       "published meanwhile were not seen.",
+                       counters.stream_disconnected_seconds)
         yield _counter("celery_exporter_jobs_evicted",
                        "In-flight jobs forgotten because more were tracked than allowed.",
                        counters.jobs_evicted)

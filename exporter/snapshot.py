@@ -74,6 +74,7 @@ class ExporterCounters:
     events_undecodable: int = 0
     events_lost: int = 0
     stream_reconnects: int = 0
+    stream_disconnected_seconds: float = 0.0
     jobs_evicted: int = 0
     malformed: Mapping[str, int] = field(default_factory=dict)
     refreshes: int = 0

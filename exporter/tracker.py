@@ -61,6 +61,7 @@ class TrackerView:
     jobs_evicted: int
     stream_connected: bool
     stream_reconnects: int
+    stream_disconnected_seconds: float = 0.0
     recently_finished: frozenset[str] = frozenset()
 
 
@@ -108,6 +109,9 @@ class TaskTracker:
         self.jobs_evicted = 0
         self.stream_connected = False
         self.stream_reconnects = 0
+        self._stream_seconds_lost = 0.0
+        self._stream_lost_at: float | None = None  # monotonic, while a subscription is lost
+        self._monotonic = time.monotonic
         self._handlers: dict[str, Callable[[dict[str, Any]], None]] = {
             "task-sent": self._on_sent,
             "task-received": self._on_received,
@@ -159,11 +163,24 @@ class TaskTracker:
             self._worker_queues = dict(worker_queues)
 
     def mark_stream(self, connected: bool, *, reconnected: bool = False) -> None:
-        """Record the event stream's connection state."""
+        """Record the event stream's connection state, and how long a lost one stayed lost.
+
+        Time counts from losing a subscription that worked until the next one is
+        confirmed: events published meanwhile never reach the exporter.
+        """
         with self.lock:
+            if connected and self._stream_lost_at is not None:
+                self._stream_seconds_lost += self._monotonic() - self._stream_lost_at
+                self._stream_lost_at = None
+            elif not connected and self.stream_connected:
+                self._stream_lost_at = self._monotonic()
             self.stream_connected = connected
             if reconnected:
                 self.stream_reconnects += 1
+
+    def _stream_disconnected_seconds(self) -> float:
+        ongoing = 0.0 if self._stream_lost_at is None else self._monotonic() - self._stream_lost_at
+        return self._stream_seconds_lost + ongoing
 
     # -- reading -----------------------------------------------------------------
 
@@ -187,6 +204,7 @@ class TaskTracker:
                 jobs_evicted=self.jobs_evicted,
                 stream_connected=self.stream_connected,
                 stream_reconnects=self.stream_reconnects,
+                stream_disconnected_seconds=self._stream_disconnected_seconds(),
                 recently_finished=frozenset(self._recently_finished),
             )
 

@@ -239,12 +239,16 @@ def test_reconnects_after_the_server_restarts(
     first = [e for _, d in PAYLOAD_LIST[:3] for e in decode_independently(d)]
     assert wait_until(lambda: collector.count() >= len(first), timeout=10)
 
+    killed_at = time.monotonic()
     redis_server.kill()
     assert wait_until(lambda: collector.seen((False, False)), timeout=15)
     assert tracker.view().stream_connected is False
+    time.sleep(1.0)
+    assert tracker.view().stream_disconnected_seconds >= 1.0  # counted while it lasts
     redis_server.start()
 
     assert wait_until(lambda: collector.seen((True, True)), timeout=30), collector.states
+    down_for = time.monotonic() - killed_at
     fresh: redis.Redis = redis_server.client()
     try:
         assert wait_until(lambda: fresh.pubsub_numpat() >= 1, timeout=10)
@@ -260,6 +264,9 @@ def test_reconnects_after_the_server_restarts(
     view = tracker.view()
     assert view.stream_connected is True
     assert view.stream_reconnects == 1
+    assert 1.0 <= view.stream_disconnected_seconds <= down_for
+    time.sleep(0.2)
+    assert tracker.view().stream_disconnected_seconds == view.stream_disconnected_seconds
 
 
 @pytest.mark.parametrize(

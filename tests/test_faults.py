@@ -91,6 +91,8 @@ def test_redis_killed_and_restarted_while_serving(
         )
         assert value(recovered, "celery_exporter_source_up", source="events") == 1
         assert value(recovered, "celery_exporter_event_stream_reconnects_total") >= 1
+        # Down for at least the 1.5 s slept above: the time without a subscription shows.
+        assert value(recovered, "celery_exporter_event_stream_disconnected_seconds_total") >= 1.5
         assert sidecar.get("/readyz").status_code == 200
         assert "Traceback" not in sidecar.log()
 

@@ -15,6 +15,7 @@ import binascii
 import logging
 import socket
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -116,15 +117,21 @@ class EventStream:
         """Subscribe, read until stopped, and reconnect with backoff on any failure."""
         backoff = 0.5
         subscribed_before = False
+        lost_at: float | None = None
 
         def confirmed() -> None:
-            nonlocal subscribed_before, backoff
+            nonlocal subscribed_before, backoff, lost_at
             self._on_state(True, subscribed_before)
             if subscribed_before:
-                log.warning("event stream: subscribed again to %s", self._pattern)
+                away = time.monotonic() - lost_at if lost_at is not None else 0.0
+                log.warning(
+                    "event stream: subscribed again to %s after %.1fs without a subscription; "
+                    "events published meanwhile were not seen", self._pattern, away,
+                )
             else:
                 log.info("event stream: subscribed to %s", self._pattern)
             subscribed_before = True
+            lost_at = None
             backoff = 0.5
 
         while not self._stop.is_set():
@@ -136,6 +143,8 @@ class EventStream:
                 connection.send_command("PSUBSCRIBE", self._pattern)
                 self._read_until_stopped(connection._sock, confirmed)
             except (redis.RedisError, OSError) as exc:
+                if lost_at is None and subscribed_before:
+                    lost_at = time.monotonic()
                 self._on_state(False, False)
                 log.warning(
                     "event stream: connection lost (%s); events published meanwhile are lost, "
