@@ -8,18 +8,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import celery
-from prometheus_client import CollectorRegistry
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
     HistogramMetricFamily,
     Metric,
 )
-from prometheus_client.exposition import generate_latest as generate_text
 from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as CONTENT_TYPE_OM
-from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
 from exporter import __version__
+from exporter.exposition import write_both
 from exporter.snapshot import STATUSES, Snapshot
 from exporter.taskstats import HistogramData
 
@@ -51,10 +49,7 @@ class RenderedMetrics:
 
 def render(snapshot: Snapshot) -> RenderedMetrics:
     """Render every exposition variant of a snapshot."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(_SnapshotCollector(snapshot))
-    text = generate_text(registry)
-    openmetrics = generate_openmetrics(registry)  # type: ignore[no-untyped-call]
+    text, openmetrics = write_both(list(_SnapshotCollector(snapshot).collect()))
     return RenderedMetrics(
         generation=snapshot.generation,
         text=text,

@@ -335,3 +335,22 @@ def test_snapshot_with_a_real_worker_renders_and_passes_promtool(
     result = run_promtool(rendered.text)
     assert result.returncode == 0, (result.stdout + result.stderr).decode()
     assert rendered.openmetrics.endswith(b"# EOF\n")
+
+
+def test_the_exposition_is_the_bytes_prometheus_client_writes(built: Built) -> None:
+    """The fast writer took the fast path on a real snapshot and matches the library."""
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.exposition import generate_latest as library_text
+    from prometheus_client.openmetrics.exposition import (
+        generate_latest as library_openmetrics,
+    )
+
+    from exporter.exposition import _fast_path_covers
+    from exporter.render import _SnapshotCollector
+
+    collector = _SnapshotCollector(built.snapshot)
+    assert _fast_path_covers(list(collector.collect()))
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    assert built.rendered.text == library_text(registry)
+    assert built.rendered.openmetrics == library_openmetrics(registry)
