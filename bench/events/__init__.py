@@ -1,0 +1,1 @@
+"""Event-stream throughput benchmark of the real exporter process."""

@@ -1,0 +1,1 @@
+"""Jobs API benchmark: paging latency and Redis work, memory per retained job."""

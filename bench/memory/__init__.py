@@ -1,0 +1,1 @@
+"""Memory benchmark of the real exporter process (RSS versus retained jobs)."""

@@ -1,0 +1,5 @@
+"""`python -m bench.memory`: run the exporter memory benchmark."""
+
+from bench.memory.run import main
+
+raise SystemExit(main())

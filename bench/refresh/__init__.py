@@ -1,0 +1,1 @@
+"""Refresh benchmark: broker read and full refresh cost against growing queues."""

@@ -1,0 +1,1 @@
+"""Scrape benchmark: wrk against the real exporter's /metrics at two sizes."""
