@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 import redis
 
-from exporter.jobstore import Job, RetentionLimits
+from exporter.jobstore import Job, RetentionLimits, pack_traceback
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +35,16 @@ def as_text(value: bytes | str) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
+def _text_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
 def dump_job(job: Job) -> bytes:
-    """One job as a JSON object."""
-    return orjson.dumps({field: getattr(job, field) for field in FIELDS})
+    """One job as a JSON object (tracebacks as text, so the saved form stays readable)."""
+    saved = {field: getattr(job, field) for field in FIELDS}
+    if job.failures is not None:
+        saved["failures"] = job.failure_texts()
+    return orjson.dumps(saved)
 
 
 def load_job(raw: bytes | str) -> Job:
@@ -49,8 +56,14 @@ def load_job(raw: bytes | str) -> Job:
     for field in FIELDS[1:]:
         if field in data:
             setattr(job, field, data[field])
-    if job.failures is not None:
-        job.failures = [(exc, tb) for exc, tb in job.failures]
+    saved_failures: Any = data.get("failures")
+    job.failures = (
+        [
+            (_text_or_none(exc), pack_traceback(_text_or_none(tb)))
+            for exc, tb in saved_failures
+        ]
+        if isinstance(saved_failures, list) else None
+    )
     if not isinstance(job.attempts, int):
         job.attempts = 0
     return job

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import time
+import zlib
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 #: Longest kept text of args, kwargs, results and exceptions; tracebacks get more.
 MAX_TEXT = 2048
@@ -25,14 +27,27 @@ def clip(text: object, limit: int = MAX_TEXT) -> str | None:
     return value[: limit - len(TRUNCATION_MARK)] + TRUNCATION_MARK
 
 
-class Interner:
-    """Shares one copy of strings that repeat (tracebacks, exception texts)."""
+def pack_traceback(text: str | None) -> bytes | None:
+    """A traceback compressed: retained failures keep it at a third to a half of its size."""
+    return None if text is None else zlib.compress(text.encode("utf-8", "surrogatepass"), 6)
+
+
+def unpack_traceback(packed: bytes | None) -> str | None:
+    """The text of a packed traceback."""
+    return None if packed is None else zlib.decompress(packed).decode("utf-8", "surrogatepass")
+
+
+Shared = TypeVar("Shared", bound=Hashable)
+
+
+class Interner(Generic[Shared]):
+    """Shares one copy of values that repeat (tracebacks, exception texts)."""
 
     def __init__(self, max_entries: int = 4096) -> None:
         self._max = max_entries
-        self._strings: dict[str, str] = {}
+        self._strings: dict[Shared, Shared] = {}
 
-    def __call__(self, value: str | None) -> str | None:
+    def __call__(self, value: Shared | None) -> Shared | None:
         if value is None:
             return None
         found = self._strings.get(value)
@@ -77,10 +92,19 @@ class Job:
         self.started_at: float | None = None
         self.finished_at: float | None = None
         self.attempts = 0
-        self.failures: list[tuple[str | None, str | None]] | None = None
+        #: (exception repr, packed traceback) per failed attempt; see `failure_texts`.
+        self.failures: list[tuple[str | None, bytes | None]] | None = None
         self.result: str | None = None
         self.state = "pending"
         self.hostname: str | None = None
+
+    def failure_texts(self) -> list[tuple[str | None, str | None]]:
+        """(exception repr, traceback text) per failed attempt, oldest first."""
+        return [(exc, unpack_traceback(tb)) for exc, tb in self.failures or ()]
+
+    def stacktraces(self) -> list[str]:
+        """The traceback of each failed attempt that had one, oldest first."""
+        return [text for _exc, text in self.failure_texts() if text]
 
     @property
     def published_at(self) -> float | None:

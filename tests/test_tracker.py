@@ -259,8 +259,8 @@ def test_flaky_task_attempts_and_failures() -> None:
     assert kinds == ["task-retried", "task-retried", "task-failed"]
     assert len(job.failures) == 3
     expected = [(clip(exc), clip(tb, MAX_TRACEBACK)) for exc, tb in MODEL.failures[uuid]]
-    assert job.failures == expected
-    for exception, traceback in job.failures:
+    assert job.failure_texts() == expected
+    for exception, traceback in job.failure_texts():
         assert exception == "ValueError('flaky boom')"
         assert traceback is not None and traceback.startswith("Traceback (most recent call last)")
         assert "ValueError: flaky boom" in traceback
