@@ -10,6 +10,7 @@ write them pipelined on a raw socket at a fixed event rate. The exporter is the 
 
 from __future__ import annotations
 
+import argparse
 import base64
 import bisect
 import contextlib
@@ -846,6 +847,15 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     lines = ["  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def add_exporter_options(parser: argparse.ArgumentParser) -> None:
+    """The flags every event-stream benchmark takes: extra `serve` arguments, pinning."""
+    parser.add_argument("--exporter-arg", action="append", default=[], metavar="ARG",
+                        help="extra argument for `serve`, repeatable "
+                        "(e.g. --exporter-arg=--no-history)")
+    parser.add_argument("--no-pin", action="store_true",
+                        help="do not pin the exporter and the publishers to separate cores")
 
 
 def parse_count(text: str) -> int:

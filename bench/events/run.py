@@ -28,6 +28,7 @@ from bench.common import (
     Published,
     Publishers,
     StreamConfig,
+    add_exporter_options,
     core_busy_seconds,
     cpu_seconds,
     cpu_split,
@@ -194,11 +195,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--settle", type=float, default=20.0,
                         help="before each rate, wait up to this many seconds for other "
                         "processes to leave the exporter's core idle (default %(default)s)")
-    parser.add_argument("--exporter-arg", action="append", default=[], metavar="ARG",
-                        help="extra argument for `serve`, repeatable "
-                        "(e.g. --exporter-arg=--no-history)")
-    parser.add_argument("--no-pin", action="store_true",
-                        help="do not pin the exporter and the publishers to separate cores")
+    add_exporter_options(parser)
     return parser.parse_args(argv)
 
 

@@ -53,6 +53,7 @@ if __package__ in (None, ""):
 import httpx
 import redis
 
+from bench.common import parse_count, table
 from exporter.jobformat import MAX_VALUE_CHARS
 from exporter.jobstore import MAX_TEXT, MAX_TRACEBACK, TRUNCATION_MARK, clip
 from tests.support.celery_worker import load_app
@@ -71,22 +72,6 @@ Event = dict[str, Any]
 
 
 # -- small helpers ------------------------------------------------------------------------------
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """A plain-text table, right-aligned."""
-    cells = [[str(h) for h in headers], *[[str(c) for c in row] for row in rows]]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def parse_count(text: str) -> int:
-    """`10k`, `1M` or `1000000` as an integer."""
-    text = text.strip().lower().replace("_", "")
-    scale = {"k": 1_000, "m": 1_000_000}.get(text[-1:], 1)
-    return int(float(text[:-1] if scale > 1 else text) * scale)
 
 
 def percentile(values: Sequence[float], share: float) -> float:

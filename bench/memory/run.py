@@ -27,6 +27,7 @@ from bench.common import (
     Metrics,
     Publishers,
     StreamConfig,
+    add_exporter_options,
     cpu_split,
     exporter_revision,
     memory_mb,
@@ -118,11 +119,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "so the exporter cannot share one copy between failures")
     parser.add_argument("--publishers", type=int, default=0,
                         help="publisher processes (0: one per 100k events/s)")
-    parser.add_argument("--exporter-arg", action="append", default=[], metavar="ARG",
-                        help="extra argument for `serve`, repeatable "
-                        "(e.g. --exporter-arg=--no-history)")
-    parser.add_argument("--no-pin", action="store_true",
-                        help="do not pin the exporter and the publishers to separate cores")
+    add_exporter_options(parser)
     return parser.parse_args(argv)
 
 
