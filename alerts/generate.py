@@ -59,6 +59,9 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "CeleryExporterDroppingData": {
         "threshold": 0, "window": "15m", "for": "5m", "severity": "info",
     },
+    "CeleryExporterEventStreamInterrupted": {
+        "threshold": 0, "window": "15m", "for": "0m", "severity": "info",
+    },
     "CeleryQueueBacklogHigh": {"threshold": 1000, "for": "10m", "severity": "warning"},
     "CeleryQueueBacklogGrowing": {
         "threshold": 1000, "window": "30m", "horizon": "1h", "for": "15m", "severity": "warning",
@@ -175,6 +178,23 @@ ALERTS: list[dict[str, str]] = [
         ),
         "when": "events were lost or undecodable, or broker entries malformed",
         "threshold": "> %(threshold)s in %(window)s",
+    },
+    {
+        "alert": "CeleryExporterEventStreamInterrupted",
+        "group": "celery-exporter",
+        "expr": """\
+sum by (namespace, job, instance) (
+  increase(celery_exporter_event_stream_disconnected_seconds_total[%(window)s])
+) > %(threshold)s""",
+        "summary": "Exporter {{ $labels.instance }} lost its Celery event subscription.",
+        "description": (
+            "Exporter {{ $labels.instance }} was without an event subscription for "
+            "{{ $value | humanize }}s in the last %(window)s (Redis dropped it or went away): "
+            "events published meanwhile were not seen, so task counters, histograms and "
+            "failure alerts undercount."
+        ),
+        "when": "the event subscription was lost for a while (seconds without it)",
+        "threshold": "> %(threshold)ss in %(window)s",
     },
     {
         "alert": "CeleryQueueBacklogHigh",
