@@ -804,6 +804,15 @@ def overview() -> dict[str, Any]:
         PER_SECOND,
     ), 12, 8)
     layout.add(timeseries(
+        "Time without an event subscription",
+        "Share of the time the exporter had lost its event subscription (Redis dropped it "
+        "or went away) before subscribing again: events published then were not seen "
+        "(CeleryExporterEventStreamInterrupted).",
+        [target("rate(celery_exporter_event_stream_disconnected_seconds_total" + sel() + RATE
+                + ")", "{{instance}}")],
+        RATIO,
+    ), 12, 8)
+    layout.add(timeseries(
         "Broker round trips per refresh",
         "Redis round trips of the last broker read (celery_exporter_broker_round_trips): the "
         "exporter's load on Redis, per refresh interval.",
