@@ -25,73 +25,87 @@ from prometheus_client.utils import floatToGoString
 _number = cast(Callable[[float], str], floatToGoString)
 _CLASSIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 _CLASSIC_LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
-_TYPES = frozenset({"counter", "gauge", "histogram"})
-_OPENMETRICS_ONLY_SUFFIXES = ("_created", "_gsum", "_gcount")
+#: The sample names each plain family type has (`_created` and the like are not plain).
+_SAMPLE_SUFFIXES = {
+    "gauge": ("",), "counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"),
+}
+
+
+class _NotPlain(Exception):
+    """A family or sample outside the fast path: the library writes the exposition."""
 
 
 def _escape_value(value: str) -> str:
     return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
 
 
-def _fast_path_covers(families: Sequence[Metric]) -> bool:
-    """Whether every family and sample is of the plain kind this writer handles."""
-    label_names: set[str] = set()
-    for family in families:
-        if family.type not in _TYPES or family.unit or not _CLASSIC_NAME.match(family.name):
-            return False
-        for sample in family.samples:
-            if (
-                sample.timestamp is not None
-                or sample.exemplar is not None
-                or sample.native_histogram is not None
-                or sample.name.endswith(_OPENMETRICS_ONLY_SUFFIXES)
-                or not sample.name.startswith(family.name)
-                or not _CLASSIC_NAME.match(sample.name)
-            ):
-                return False
-            label_names.update(sample.labels)
-    return all(_CLASSIC_LABEL.match(name) for name in label_names)
-
-
-def _sample_lines(family: Metric, out: list[str]) -> None:
+def _sample_lines(family: Metric, label_names: set[str]) -> str:
+    """The family's sample lines, the same in both formats; raises _NotPlain."""
+    suffixes = _SAMPLE_SUFFIXES.get(family.type)
+    if suffixes is None or family.unit or not _CLASSIC_NAME.match(family.name):
+        raise _NotPlain(family.name)
+    names = {family.name + suffix for suffix in suffixes}
+    lines: list[str] = []
     for sample in family.samples:
+        if (
+            sample.name not in names
+            or sample.timestamp is not None
+            or sample.exemplar is not None
+            or sample.native_histogram is not None
+        ):
+            raise _NotPlain(sample.name)
         labels = sample.labels
-        if labels:
-            pairs = ",".join(
-                f'{key}="{_escape_value(value)}"' for key, value in sorted(labels.items())
-            )
-            out.append(f"{sample.name}{{{pairs}}} {_number(sample.value)}\n")
-        else:
-            out.append(f"{sample.name} {_number(sample.value)}\n")
+        if not labels:
+            lines.append(f"{sample.name} {_number(sample.value)}\n")
+            continue
+        for key in labels:
+            if key not in label_names:
+                if not _CLASSIC_LABEL.match(key):
+                    raise _NotPlain(key)
+                label_names.add(key)
+        pairs = ",".join(
+            f'{key}="{_escape_value(value)}"' for key, value in sorted(labels.items())
+        )
+        lines.append(f"{sample.name}{{{pairs}}} {_number(sample.value)}\n")
+    return "".join(lines)
 
 
-def _text(families: Iterable[Metric]) -> bytes:
-    out: list[str] = []
-    for family in families:
-        name = family.name + "_total" if family.type == "counter" else family.name
-        help_text = family.documentation.replace("\\", r"\\").replace("\n", r"\n")
-        out.append(f"# HELP {name} {help_text}\n# TYPE {name} {family.type}\n")
-        _sample_lines(family, out)
-    return "".join(out).encode("utf-8")
-
-
-def _openmetrics(families: Iterable[Metric]) -> bytes:
-    out: list[str] = []
-    for family in families:
-        help_text = _escape_value(family.documentation)
-        out.append(f"# HELP {family.name} {help_text}\n# TYPE {family.name} {family.type}\n")
-        _sample_lines(family, out)
-    out.append("# EOF\n")
-    return "".join(out).encode("utf-8")
+def takes_fast_path(families: Sequence[Metric]) -> bool:
+    """Whether `write_both` formats these families itself rather than through the library."""
+    label_names: set[str] = set()
+    try:
+        for family in families:
+            _sample_lines(family, label_names)
+    except _NotPlain:
+        return False
+    return True
 
 
 def write_both(families: Sequence[Metric]) -> tuple[bytes, bytes]:
-    """(Prometheus text 0.0.4, OpenMetrics 1.0) of the families, as prometheus_client has them."""
-    if _fast_path_covers(families):
-        return _text(families), _openmetrics(families)
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Fixed(families))
-    return library_text(registry), library_openmetrics(registry)  # type: ignore[no-untyped-call]
+    """(Prometheus text 0.0.4, OpenMetrics 1.0) of the families, as prometheus_client has them.
+
+    Sample lines are the same in both formats and are formatted once; only the
+    HELP/TYPE headers (counter names, HELP escaping) and the final `# EOF` differ.
+    """
+    label_names: set[str] = set()
+    try:
+        blocks = [(family, _sample_lines(family, label_names)) for family in families]
+    except _NotPlain:
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(_Fixed(families))
+        return library_text(registry), library_openmetrics(registry)  # type: ignore[no-untyped-call]
+    text: list[str] = []
+    openmetrics: list[str] = []
+    for family, lines in blocks:
+        name = family.name + "_total" if family.type == "counter" else family.name
+        help_text = family.documentation.replace("\\", r"\\").replace("\n", r"\n")
+        text.append(f"# HELP {name} {help_text}\n# TYPE {name} {family.type}\n{lines}")
+        openmetrics.append(
+            f"# HELP {family.name} {_escape_value(family.documentation)}\n"
+            f"# TYPE {family.name} {family.type}\n{lines}"
+        )
+    openmetrics.append("# EOF\n")
+    return "".join(text).encode("utf-8"), "".join(openmetrics).encode("utf-8")
 
 
 class _Fixed:

@@ -16,7 +16,7 @@ from prometheus_client.core import (
 from prometheus_client.exposition import generate_latest as library_text
 from prometheus_client.openmetrics.exposition import generate_latest as library_openmetrics
 
-from exporter.exposition import _fast_path_covers, write_both
+from exporter.exposition import takes_fast_path, write_both
 
 AWKWARD = ['plain', 'with "quotes"', "back\\slash", "new\nline", "ünïcødé ✓", "", "a=b,c"]
 VALUES = [0, 1, -1, 0.5, 1e-9, 123456789.0, 1e21, math.inf, -math.inf, math.nan, 2**53]
@@ -51,7 +51,7 @@ def library(found: list[Metric]) -> tuple[bytes, bytes]:
 
 def test_the_fast_path_writes_the_library_bytes() -> None:
     built = families()
-    assert _fast_path_covers(built)
+    assert takes_fast_path(built)
     assert write_both(built) == library(families())
 
 
@@ -66,5 +66,5 @@ def test_the_fast_path_writes_the_library_bytes() -> None:
 )
 def test_what_the_fast_path_does_not_cover_goes_to_the_library(odd: Metric) -> None:
     built = [*families(), odd]
-    assert not _fast_path_covers(built)
+    assert not takes_fast_path(built)
     assert write_both(built) == library([*families(), odd])

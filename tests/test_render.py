@@ -345,11 +345,11 @@ def test_the_exposition_is_the_bytes_prometheus_client_writes(built: Built) -> N
         generate_latest as library_openmetrics,
     )
 
-    from exporter.exposition import _fast_path_covers
+    from exporter.exposition import takes_fast_path
     from exporter.render import _SnapshotCollector
 
     collector = _SnapshotCollector(built.snapshot)
-    assert _fast_path_covers(list(collector.collect()))
+    assert takes_fast_path(list(collector.collect()))
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)
     assert built.rendered.text == library_text(registry)
