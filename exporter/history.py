@@ -16,6 +16,7 @@ import orjson
 import redis
 
 from exporter.jobstore import Job, RetentionLimits, pack_traceback
+from exporter.redis_client import as_text
 
 log = logging.getLogger(__name__)
 
@@ -28,11 +29,6 @@ FIELDS = (
     "id", "name", "queue", "args", "kwargs", "sent_at", "received_at", "started_at",
     "finished_at", "attempts", "failures", "result", "state", "hostname",
 )
-
-
-def as_text(value: bytes | str) -> str:
-    """A Redis reply as text (the client returns bytes; decoding is lenient)."""
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
 def _text_or_none(value: object) -> str | None:

@@ -21,9 +21,12 @@ from exporter.sources.messages import TaskMessage
 MAX_VALUE_CHARS = 1024
 MAX_ITEMS = 50
 MAX_DEPTH = 6
-# Bounded reprs for what is too deep or not JSON: reprlib stops at a depth and a size,
-# so a value nested a thousand levels deep neither recurses nor grows the response.
+_EXCEPTION_REPR = re.compile(r"^(?P<type>[A-Za-z_][\w.]*)\((?P<args>.*)\)$", re.S)
+
+
 def _short_repr() -> reprlib.Repr:
+    """Bounded reprs for what is too deep or not JSON: reprlib stops at a depth and a
+    size, so a value nested a thousand levels deep neither recurses nor grows the answer."""
     short = reprlib.Repr()  # keyword arguments only exist from Python 3.12
     short.maxlevel, short.maxstring, short.maxother = 3, 200, 200
     short.maxlist = short.maxtuple = short.maxdict = short.maxset = 20
@@ -31,7 +34,6 @@ def _short_repr() -> reprlib.Repr:
 
 
 _SHORT_REPR = _short_repr()
-_EXCEPTION_REPR = re.compile(r"^(?P<type>[A-Za-z_][\w.]*)\((?P<args>.*)\)$", re.S)
 
 
 def literal(text: str | None) -> Any:

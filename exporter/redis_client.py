@@ -90,3 +90,8 @@ def connect(
         master: redis.Redis = sentinel.master_for(transport.master_name, redis_class=redis.Redis)
         return master
     return redis.Redis.from_url(endpoint.url, **common)
+
+
+def as_text(reply: object) -> str:
+    """A Redis reply as text: bytes decoded leniently (invalid UTF-8 replaced), else str()."""
+    return reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)

@@ -15,6 +15,7 @@ from typing import Any
 
 import redis
 
+from exporter.redis_client import as_text
 from exporter.settings import TransportOptions
 from exporter.sources.messages import MalformedMessage, parse_unacked_entry
 
@@ -139,7 +140,7 @@ class BrokerSource:
             cursor, batch = self._client.scan(cursor=cursor, match=prefix + "*", count=1000)
             round_trips += 1
             for raw in batch:
-                key = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+                key = as_text(raw)
                 if not is_internal_exchange(key[len(prefix) :]):
                     keys.add(key)
             if cursor == 0:
@@ -159,7 +160,7 @@ class BrokerSource:
                 continue
             exchange = key[prefix_len:]
             for raw in members:
-                member = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+                member = as_text(raw)
                 parts = member.split(sep)
                 if len(parts) != 3 or not parts[2]:
                     continue
