@@ -28,7 +28,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -104,8 +104,8 @@ def decode_events(raw: str) -> list[Event]:
     return body if isinstance(body, list) else [body]
 
 
-def load_templates(path: Path = PAYLOADS) -> Templates:
-    """Read the captured payloads and pick the templates of the synthetic stream."""
+def read_captured(path: Path = PAYLOADS) -> tuple[dict[str, list[Event]], dict[str, Envelope]]:
+    """The captured events by type, and the first envelope of each routing key."""
     by_type: dict[str, list[Event]] = {}
     envelopes: dict[str, Envelope] = {}
     for line in path.read_text().splitlines():
@@ -114,6 +114,12 @@ def load_templates(path: Path = PAYLOADS) -> Templates:
         envelopes.setdefault(routing_key, Envelope(message["data"]))
         for event in decode_events(message["data"]):
             by_type.setdefault(event["type"], []).append(event)
+    return by_type, envelopes
+
+
+def load_templates(path: Path = PAYLOADS) -> Templates:
+    """Read the captured payloads and pick the templates of the synthetic stream."""
+    by_type, envelopes = read_captured(path)
     received = {e["uuid"]: e for e in by_type["task-received"] if not e.get("retries")}
     pairs = tuple(
         (sent, received[sent["uuid"]])
@@ -638,10 +644,21 @@ def children(pid: int) -> list[int]:
     return found
 
 
+def process_cpu(pids: Iterable[int]) -> tuple[float, float]:
+    """User and system CPU seconds used so far by these processes (gone ones count 0)."""
+    user = system = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        user, system = user + int(fields[11]), system + int(fields[12])
+    return user / CLK_TCK, system / CLK_TCK
+
+
 def cpu_seconds(pid: int) -> float:
     """User plus system CPU seconds of a process (all its threads)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return sum(process_cpu([pid]))
 
 
 def memory_mb(pid: int) -> tuple[float, float]:
@@ -692,15 +709,20 @@ class Exporter:
     """The real `celery-jobs-exporter serve` process (gunicorn arbiter + one worker)."""
 
     def __init__(
-        self, broker_url: str, *, cpus: set[int] | None = None, extra_args: Sequence[str] = ()
+        self,
+        broker_url: str,
+        *,
+        cpus: set[int] | None = None,
+        extra_args: Sequence[str] = (),
+        refresh_interval: float = 1.0,
     ) -> None:
         self.port = find_free_port()
         self._dir = Path(tempfile.mkdtemp(prefix="bench-exporter-"))
         self.log_path = self._dir / "exporter.log"
         command = [
             str(EXPORTER_BIN), "serve", "--broker-url", broker_url,
-            "--listen-address", f"127.0.0.1:{self.port}", "--refresh-interval", "1",
-            *extra_args,
+            "--listen-address", f"127.0.0.1:{self.port}",
+            "--refresh-interval", str(refresh_interval), *extra_args,
         ]
         if cpus:
             command = ["taskset", "-c", ",".join(map(str, sorted(cpus))), *command]
@@ -735,6 +757,21 @@ class Exporter:
         url = f"http://127.0.0.1:{self.port}/metrics"
         with urllib.request.urlopen(url, timeout=timeout) as response:
             return Metrics(response.read().decode())
+
+    def check_alive(self) -> None:
+        """Raise with the log's tail if the exporter has exited."""
+        if self._proc.poll() is not None:
+            raise RuntimeError(f"exporter exited ({self._proc.returncode}):\n{self.log_tail()}")
+
+    def process_cpu(self) -> tuple[float, float]:
+        """User and system CPU seconds of the gunicorn arbiter and its workers so far."""
+        return process_cpu([self.pid, *children(self.pid)])
+
+    def __enter__(self) -> Exporter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
 
     def current_worker(self) -> int | None:
         """The gunicorn worker's pid now (it changes if gunicorn restarted it)."""

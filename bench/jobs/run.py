@@ -53,22 +53,26 @@ if __package__ in (None, ""):
 import httpx
 import redis
 
-from bench.common import parse_count, table
+from bench.common import (
+    PAYLOADS,
+    Envelope,
+    Event,
+    parse_count,
+    read_captured,
+    resp_publish,
+    table,
+)
 from exporter.jobformat import MAX_VALUE_CHARS
 from exporter.jobstore import MAX_TEXT, MAX_TRACEBACK, TRUNCATION_MARK, clip
 from tests.support.celery_worker import load_app
 from tests.support.redis_server import RedisServer
 from tests.support.sidecar import Sidecar
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-PAYLOADS = REPO_ROOT / "bench" / "events" / "payloads.jsonl"
 KEY = "bench-jobs-api-key-0123456789abcdef"
 HEADERS = {"X-API-KEY": KEY}
 LIMIT = 100
 EVENT_PREFIX = "/0.celeryev/"
 UNLIMITED_PUBSUB = ("--client-output-buffer-limit", "pubsub 0 0 0")
-
-Event = dict[str, Any]
 
 
 # -- small helpers ------------------------------------------------------------------------------
@@ -442,28 +446,6 @@ def paging_benchmark(args: argparse.Namespace) -> None:
 # -- part 2: memory per retained job ------------------------------------------------------------
 
 
-class Envelope:
-    """A captured event envelope (JSON) with holes for body, hostname and delivery tag."""
-
-    def __init__(self, raw: str) -> None:
-        envelope = json.loads(raw)
-        envelope["body"] = "@@BODY@@"
-        envelope["headers"]["hostname"] = "@@HOST@@"
-        envelope["properties"]["delivery_tag"] = "@@TAG@@"
-        self._parts = re.split("(@@[A-Z]+@@)", json.dumps(envelope))
-
-    def render(self, body: str, hostname: str, tag: str) -> bytes:
-        values = {"@@BODY@@": body, "@@HOST@@": hostname, "@@TAG@@": tag}
-        return "".join(values.get(p, p) for p in self._parts).encode()
-
-
-def resp_publish(channel: bytes, data: bytes) -> bytes:
-    """One PUBLISH command in RESP."""
-    return b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (
-        len(channel), channel, len(data), data,
-    )
-
-
 @dataclass(frozen=True)
 class Captured:
     """The captured events and envelopes the stream is made of."""
@@ -479,16 +461,7 @@ class Captured:
 
 def load_captured(path: Path = PAYLOADS) -> Captured:
     """Templates from the payloads a real worker published."""
-    by_type: dict[str, list[Event]] = {}
-    envelopes: dict[str, Envelope] = {}
-    for line in path.read_text().splitlines():
-        message = json.loads(line)
-        routing_key = message["channel"].rsplit("/", 1)[1]
-        envelopes.setdefault(routing_key, Envelope(message["data"]))
-        envelope = json.loads(message["data"])
-        body = json.loads(base64.b64decode(envelope["body"]))
-        for event in body if isinstance(body, list) else [body]:
-            by_type.setdefault(event["type"], []).append(event)
+    by_type, envelopes = read_captured(path)
     return Captured(
         sent=by_type["task-sent"][0],
         received=by_type["task-received"][0],
@@ -569,9 +542,9 @@ class TaskEvents:
         multi_body = base64.b64encode(json.dumps([received, started, ended]).encode()).decode()
         return [
             resp_publish(self._sent_channel,
-                         c.sent_envelope.render(sent_body, producer, str(uuid.uuid4()))),
+                         c.sent_envelope.render(sent_body, producer, str(uuid.uuid4())).encode()),
             resp_publish(self._multi_channel,
-                         c.multi_envelope.render(multi_body, worker, str(uuid.uuid4()))),
+                         c.multi_envelope.render(multi_body, worker, str(uuid.uuid4())).encode()),
         ]
 
     def traceback_length(self, i: int) -> int:

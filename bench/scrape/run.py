@@ -14,16 +14,14 @@ import os
 import re
 import resource
 import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from types import TracebackType
 
+from bench.common import Exporter, process_cpu
 from bench.scrape.synth import (
     Layout,
     event_messages,
@@ -32,10 +30,9 @@ from bench.scrape.synth import (
     populate_broker,
     publish,
 )
-from tests.support.redis_server import RedisServer, find_free_port
+from tests.support.redis_server import RedisServer
 
 HOST = "127.0.0.1"
-EXPORTER = Path(sys.executable).with_name("celery-jobs-exporter")
 REFRESH_INTERVAL = 5.0
 #: Rounds of events per task name (the last one fails).
 RUNS = 4
@@ -113,19 +110,6 @@ def count_series(text: str) -> int:
     return sum(1 for line in text.splitlines() if line and not line.startswith("#"))
 
 
-def process_cpu(pids: Iterable[int]) -> tuple[float, float]:
-    """User and system CPU seconds used so far by these processes (from /proc)."""
-    user = system = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-        except OSError:
-            continue
-        user, system = user + int(fields[11]), system + int(fields[12])
-    ticks = os.sysconf("SC_CLK_TCK")
-    return user / ticks, system / ticks
-
-
 def host_busy_seconds() -> float:
     """CPU seconds the host's CPUs have spent in processes so far, plus stolen time.
 
@@ -134,94 +118,6 @@ def host_busy_seconds() -> float:
     fields = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:9]]
     user, nice, system, steal = fields[0], fields[1], fields[2], fields[7]
     return (user + nice + system + steal) / os.sysconf("SC_CLK_TCK")
-
-
-class Exporter:
-    """`celery-jobs-exporter serve` as a subprocess in its own session, stopped by PID."""
-
-    def __init__(
-        self, broker_url: str, port: int, cpu: int | None, refresh_interval: float
-    ) -> None:
-        self.port = port
-        self._log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed in __exit__
-            prefix="bench-scrape-exporter-", suffix=".log", delete=False
-        )
-        command = [
-            str(EXPORTER), "serve",
-            "--broker-url", broker_url,
-            "--listen-address", f"{HOST}:{port}",
-            "--refresh-interval", str(refresh_interval),
-            "--log-level", "warning",
-        ]
-        if cpu is not None:
-            command = ["taskset", "-c", str(cpu), *command]
-        self._proc = subprocess.Popen(
-            command, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-
-    @property
-    def pid(self) -> int:
-        """PID of the gunicorn master (taskset execs it in place)."""
-        return self._proc.pid
-
-    def cpu_seconds(self) -> tuple[float, float]:
-        """User and system CPU time of the gunicorn master and its workers so far."""
-        pids = [self._proc.pid]
-        children = Path(f"/proc/{self._proc.pid}/task/{self._proc.pid}/children")
-        if children.exists():
-            pids += [int(pid) for pid in children.read_text().split()]
-        return process_cpu(pids)
-
-    def check_alive(self) -> None:
-        """Raise with the log's tail if the exporter has exited."""
-        if self._proc.poll() is not None:
-            raise RuntimeError(f"exporter exited ({self._proc.returncode}):\n{self.log_tail()}")
-
-    def log_tail(self) -> str:
-        """The last lines the exporter logged."""
-        return Path(self._log.name).read_text(errors="replace")[-3000:]
-
-    def stop(self) -> None:
-        """SIGTERM the master (gunicorn stops its worker); SIGKILL its own group if stuck."""
-        if self._proc.poll() is None:
-            os.kill(self._proc.pid, signal.SIGTERM)
-            try:
-                self._proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self._proc.pid, signal.SIGKILL)
-                self._proc.wait(timeout=5)
-
-    def __enter__(self) -> Exporter:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-        self._log.close()
-        if exc_type is None:
-            Path(self._log.name).unlink(missing_ok=True)
-        else:
-            print(f"exporter log kept at {self._log.name}", file=sys.stderr)
-
-
-def wait_for(exporter: Exporter, predicate: str, timeout: float) -> str:
-    """Poll /metrics until it contains the line `predicate`; returns the body text."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        exporter.check_alive()
-        try:
-            body = get_metrics(exporter.port)
-            if body.status == 200 and predicate in body.data.decode():
-                return body.data.decode()
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(f"/metrics never showed {predicate!r}")
 
 
 def wait_for_series(exporter: Exporter, expected: dict[str, float], timeout: float) -> str:
@@ -298,12 +194,12 @@ def run_wrk(
     redis_pids = [redis_pid] if redis_pid is not None else []
     host_before, redis_before = host_busy_seconds(), sum(process_cpu(redis_pids))
     mine_before = resource.getrusage(resource.RUSAGE_SELF)
-    (user_before, sys_before), started = exporter.cpu_seconds(), time.monotonic()
+    (user_before, sys_before), started = exporter.process_cpu(), time.monotonic()
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     done = subprocess.run(
         command, capture_output=True, text=True, timeout=args.duration + 60, check=True
     )
-    user_after, sys_after = exporter.cpu_seconds()
+    user_after, sys_after = exporter.process_cpu()
     elapsed = time.monotonic() - started
     waited = resource.getrusage(resource.RUSAGE_CHILDREN)
     mine = resource.getrusage(resource.RUSAGE_SELF)
@@ -336,9 +232,12 @@ def measure(layout: Layout, args: argparse.Namespace, pin: bool) -> SizeResult:
         client = server.client()
         messages = populate_broker(client, layout)
         started = time.monotonic()
-        port = find_free_port()
-        with Exporter(server.url, port, exporter_cpu, args.refresh_interval) as exporter:
-            wait_for(exporter, 'celery_exporter_source_up{source="events"} 1.0', timeout=60)
+        with Exporter(
+            server.url,
+            cpus=None if exporter_cpu is None else {exporter_cpu},
+            refresh_interval=args.refresh_interval,
+            extra_args=("--log-level", "warning"),
+        ) as exporter:  # ready: its event stream is subscribed
             publish(client, event_messages(layout, templates, runs=RUNS, now=time.time()))
             text = wait_for_series(
                 exporter, expected_series(layout, RUNS), timeout=args.refresh_interval + 60
