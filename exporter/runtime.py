@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 
 from exporter.history import JobHistory
-from exporter.jobstore import Job, RetentionLimits
+from exporter.jobstore import Job
 from exporter.redis_client import connect, parse_endpoint
 from exporter.refresher import Refresher
 from exporter.render import RenderedMetrics, render
@@ -20,6 +20,19 @@ from exporter.taskstats import TaskStats
 from exporter.tracker import TaskTracker
 
 log = logging.getLogger(__name__)
+
+
+def make_tracker(settings: Settings) -> TaskTracker:
+    """The tracker with the configured retention, task-name limit and histogram buckets."""
+    return TaskTracker(
+        limits=settings.retention,
+        stats=TaskStats(
+            max_task_names=settings.max_task_names,
+            runtime_buckets=settings.runtime_buckets,
+            queue_wait_buckets=settings.queue_wait_buckets,
+        ),
+        max_tracked_jobs=settings.max_tracked_jobs,
+    )
 
 
 class Runtime:
@@ -36,22 +49,10 @@ class Runtime:
         endpoint = parse_endpoint(settings.broker_url)
         transport = settings.transport
         self._client = connect(endpoint, transport)
-        self.tracker = TaskTracker(
-            limits=RetentionLimits(
-                settings.completed_retention, settings.failed_retention, settings.retention_max_age
-            ),
-            stats=TaskStats(
-                max_task_names=settings.max_task_names,
-                runtime_buckets=settings.runtime_buckets,
-                queue_wait_buckets=settings.queue_wait_buckets,
-            ),
-            max_tracked_jobs=settings.max_tracked_jobs,
-        )
-        limits = RetentionLimits(
-            settings.completed_retention, settings.failed_retention, settings.retention_max_age
-        )
+        self.tracker = make_tracker(settings)
         history = (
-            JobHistory(self._client, settings.history_prefix, limits) if settings.history else None
+            JobHistory(self._client, settings.history_prefix, settings.retention)
+            if settings.history else None
         )
         self._pager = QueuePager(self._client, transport)
         self._inspect_app = make_inspect_app(settings.broker_url, transport.as_kombu_options())

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from exporter.jobstore import RetentionLimits
+
 if TYPE_CHECKING:
     from exporter.auth import ApiKey, MetricsCredentials
 
@@ -116,6 +118,13 @@ class Settings:
     metrics_credentials: MetricsCredentials | None = None
     history: bool = True
     history_prefix: str = "celery-jobs-exporter:"
+
+    @property
+    def retention(self) -> RetentionLimits:
+        """How many finished jobs are kept per queue, and for how long."""
+        return RetentionLimits(
+            self.completed_retention, self.failed_retention, self.retention_max_age
+        )
 
     @property
     def redacted_broker_url(self) -> str:

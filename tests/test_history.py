@@ -18,13 +18,12 @@ from typing import Any
 import pytest
 
 from exporter.history import LOAD_CHUNK, SAVE_CHUNK, JobHistory
-from exporter.jobstore import RetentionLimits
 from exporter.redis_client import connect, parse_endpoint
 from exporter.refresher import Refresher
+from exporter.runtime import make_tracker
 from exporter.settings import Settings
 from exporter.sources.broker import BrokerSource
 from exporter.sources.events import decode_event_message
-from exporter.taskstats import TaskStats
 from exporter.tracker import TaskTracker
 from tests.support.redis_server import RedisServer
 
@@ -64,18 +63,13 @@ def failed_task_events(count: int, queue: str, start: float) -> tuple[list[str],
 def refresher_and_tracker(
     redis_server: RedisServer,
 ) -> Iterator[tuple[Refresher, TaskTracker, JobHistory]]:
-    settings = Settings(broker_url=redis_server.url, refresh_interval=1.0, inspect_timeout=0.5)
-    limits = RetentionLimits(completed=10, failed=FAILED_LIMIT)
-    client = connect(parse_endpoint(settings.broker_url), settings.transport, socket_timeout=2.0)
-    tracker = TaskTracker(
-        limits=limits,
-        stats=TaskStats(
-            max_task_names=settings.max_task_names,
-            runtime_buckets=settings.runtime_buckets,
-            queue_wait_buckets=settings.queue_wait_buckets,
-        ),
+    settings = Settings(
+        broker_url=redis_server.url, refresh_interval=1.0, inspect_timeout=0.5,
+        completed_retention=10, failed_retention=FAILED_LIMIT,
     )
-    history = JobHistory(client, PREFIX, limits)
+    client = connect(parse_endpoint(settings.broker_url), settings.transport, socket_timeout=2.0)
+    tracker = make_tracker(settings)
+    history = JobHistory(client, PREFIX, settings.retention)
     broker = BrokerSource(client, settings.transport, configured_queues=(), discovery_interval=0)
     refresher = Refresher(settings, broker, None, tracker, history=history)
     try:
@@ -131,17 +125,10 @@ def test_a_save_keeps_exactly_the_newest_jobs_across_chunks(
 
 
 def test_load_reads_in_bounded_chunks_newest_first(redis_server: RedisServer) -> None:
-    limits = RetentionLimits(completed=10, failed=LOAD_CHUNK + 30)
-    tracker = TaskTracker(
-        limits=limits,
-        stats=TaskStats(max_task_names=10, runtime_buckets=(1.0,), queue_wait_buckets=(1.0,)),
-    )
-    client = redis_server.client()
-    history = JobHistory(
-        connect(parse_endpoint(redis_server.url), Settings(broker_url=redis_server.url).transport),
-        PREFIX,
-        limits,
-    )
+    settings = Settings(broker_url=redis_server.url, failed_retention=LOAD_CHUNK + 30)
+    tracker = make_tracker(settings)
+    client = connect(parse_endpoint(settings.broker_url), settings.transport)
+    history = JobHistory(client, PREFIX, settings.retention)
     ids, events = failed_task_events(LOAD_CHUNK + 30, "bulk", start=1_000.0)
     tracker.apply_batch(events)
     jobs = tracker.take_unsaved()

@@ -20,16 +20,15 @@ from prometheus_client.openmetrics.parser import (
 )
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
-from exporter.jobstore import RetentionLimits
 from exporter.redis_client import connect, parse_endpoint
 from exporter.refresher import Refresher
 from exporter.render import RenderedMetrics, render
+from exporter.runtime import make_tracker
 from exporter.settings import Settings
 from exporter.snapshot import STATUSES, Snapshot
 from exporter.sources.broker import BrokerSource
 from exporter.sources.events import decode_event_message
 from exporter.sources.workers import WorkersSource, make_inspect_app
-from exporter.taskstats import TaskStats
 from exporter.tracker import TaskTracker
 from tests.support.celery_worker import CeleryWorker
 from tests.support.redis_server import RedisServer
@@ -61,17 +60,6 @@ def finished_per_queue() -> dict[str, tuple[int, int]]:
                 queue = queue_of[event["uuid"]]
                 counts.setdefault(queue, Counter())[event["type"]] += 1
     return {q: (c["task-succeeded"], c["task-failed"]) for q, c in counts.items()}
-
-
-def make_tracker(settings: Settings) -> TaskTracker:
-    return TaskTracker(
-        limits=RetentionLimits(settings.completed_retention, settings.failed_retention),
-        stats=TaskStats(
-            max_task_names=settings.max_task_names,
-            runtime_buckets=settings.runtime_buckets,
-            queue_wait_buckets=settings.queue_wait_buckets,
-        ),
-    )
 
 
 @dataclass

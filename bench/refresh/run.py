@@ -25,16 +25,14 @@ import redis
 
 from bench.refresh.fill import ack, add_unacked, fill_queues
 from exporter.history import JobHistory
-from exporter.jobstore import RetentionLimits
 from exporter.redis_client import connect, parse_endpoint
 from exporter.refresher import Refresher
 from exporter.render import RenderedMetrics, render
+from exporter.runtime import make_tracker
 from exporter.settings import Settings, TransportOptions
 from exporter.snapshot import Snapshot
 from exporter.sources.broker import BrokerSource
 from exporter.sources.workers import WorkersSource, make_inspect_app
-from exporter.taskstats import TaskStats
-from exporter.tracker import TaskTracker
 from tests.support.redis_server import RedisServer
 
 DEFAULT_SCENARIOS = "a:10x1000,b:1000x1000,c:1000x10000"
@@ -223,23 +221,16 @@ class Stand:
         settings = Settings(
             broker_url=url, transport=transport, inspect_timeout=args.inspect_timeout or 1.0
         )
-        limits = RetentionLimits(
-            settings.completed_retention, settings.failed_retention, settings.retention_max_age
-        )
-        tracker = TaskTracker(
-            limits=limits,
-            stats=TaskStats(
-                max_task_names=settings.max_task_names,
-                runtime_buckets=settings.runtime_buckets,
-                queue_wait_buckets=settings.queue_wait_buckets,
-            ),
-        )
+        tracker = make_tracker(settings)
         workers = None
         if args.inspect_timeout:
             app = make_inspect_app(url, transport.as_kombu_options())
             workers = WorkersSource(app, args.inspect_timeout)
         client = self._refresher_client
-        history = JobHistory(client, settings.history_prefix, limits) if settings.history else None
+        history = (
+            JobHistory(client, settings.history_prefix, settings.retention)
+            if settings.history else None
+        )
         return Refresher(
             settings,
             BrokerSource(client, transport, discovery_interval=DISCOVERY_INTERVAL),
