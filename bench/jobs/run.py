@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import contextlib
 import json
 import math
 import os
@@ -57,7 +56,10 @@ from bench.common import (
     PAYLOADS,
     Envelope,
     Event,
+    children,
+    memory_mb,
     parse_count,
+    parse_wrk,
     read_captured,
     resp_publish,
     table,
@@ -82,28 +84,6 @@ def percentile(values: Sequence[float], share: float) -> float:
     """Nearest-rank percentile of `values` (share in 0..1)."""
     ordered = sorted(values)
     return ordered[max(0, math.ceil(share * len(ordered)) - 1)]
-
-
-def children(pid: int) -> list[int]:
-    """Pids whose parent is `pid`."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                stat = (entry / "stat").read_text()
-                if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                    found.append(int(entry.name))
-    return found
-
-
-def memory_mb(pid: int) -> tuple[float, float]:
-    """(VmRSS, VmHWM) of a process in MB (MiB)."""
-    values = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, rest = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            values[key] = int(rest.split()[0]) / 1024
-    return values["VmRSS"], values["VmHWM"]
 
 
 def gunicorn_worker(sidecar: Sidecar, timeout: float = 30.0) -> int:
@@ -337,15 +317,6 @@ class WrkResult:
         ]
 
 
-def seconds(text: str) -> float:
-    """A wrk duration such as `812.00us`, `1.23ms` or `1.02s` in seconds."""
-    match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
-    if match is None:
-        raise ValueError(text)
-    scale = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}[match.group(2)]
-    return float(match.group(1)) * scale
-
-
 def run_wrk(url: str, page: int, duration: float, connections: int) -> WrkResult:
     """`wrk -t2 -cN -dDs --latency -H 'X-API-KEY: …' URL`, parsed."""
     command = [
@@ -353,18 +324,11 @@ def run_wrk(url: str, page: int, duration: float, connections: int) -> WrkResult
         "-H", f"X-API-KEY: {KEY}", url,
     ]
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-    latency = dict(re.findall(r"^\s+(50|90|99)%\s+(\S+)$", output, re.M))
-    rate = re.search(r"Requests/sec:\s+([\d.]+)", output)
-    total = re.search(r"(\d+) requests in", output)
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
-    socket_errors = re.search(r"Socket errors: (.*)", output)
-    if rate is None or total is None or set(latency) != {"50", "90", "99"}:
-        raise RuntimeError(f"cannot read wrk's output:\n{output}")
-    failed = int(errors.group(1)) if errors else 0
-    if socket_errors:
-        failed += sum(int(n) for n in re.findall(r"\d+", socket_errors.group(1)))
-    return WrkResult(page, float(rate.group(1)), seconds(latency["50"]), seconds(latency["90"]),
-                     seconds(latency["99"]), int(total.group(1)), failed)
+    report = parse_wrk(output)
+    return WrkResult(
+        page, report.requests_per_second, report.p50_ms / 1000, report.p90_ms / 1000,
+        report.p99_ms / 1000, report.requests, report.failed,
+    )
 
 
 def paging_benchmark(args: argparse.Namespace) -> None:

@@ -11,17 +11,16 @@ import argparse
 import gzip
 import http.client
 import os
-import re
 import resource
 import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from bench.common import Exporter, process_cpu
+from bench.common import Exporter, WrkReport, parse_wrk, process_cpu
 from bench.scrape.synth import (
     Layout,
     event_messages,
@@ -52,17 +51,9 @@ class Body:
 
 
 @dataclass(frozen=True)
-class WrkResult:
-    """The numbers parsed from wrk's --latency report."""
+class WrkResult(WrkReport):
+    """wrk's report, and the CPU the exporter, wrk and the rest of the host used meanwhile."""
 
-    requests_per_second: float
-    p50_ms: float
-    p90_ms: float
-    p99_ms: float
-    max_ms: float
-    requests: int
-    transfer: str
-    errors: str
     cpu_us_per_request: float = 0.0
     sys_us_per_request: float = 0.0
     cpu_percent: float = 0.0
@@ -139,41 +130,6 @@ def wait_for_series(exporter: Exporter, expected: dict[str, float], timeout: flo
     raise TimeoutError(f"{len(missing)} expected samples missing, e.g. {missing[:3]}")
 
 
-_UNITS_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
-
-
-def _ms(text: str) -> float:
-    match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
-    if match is None:
-        raise ValueError(f"not a wrk duration: {text!r}")
-    return float(match.group(1)) * _UNITS_MS[match.group(2)]
-
-
-def parse_wrk(output: str) -> WrkResult:
-    """Parse the report of `wrk --latency`."""
-    percentiles = dict(re.findall(r"^\s+(\d+)%\s+(\S+)$", output, re.M))
-    latency = re.search(r"^\s+Latency\s+\S+\s+\S+\s+(\S+)", output, re.M)
-    rps = re.search(r"^Requests/sec:\s+([\d.]+)", output, re.M)
-    requests = re.search(r"^\s+(\d+) requests in", output, re.M)
-    transfer = re.search(r"^Transfer/sec:\s+(\S+)", output, re.M)
-    if not ({"50", "90", "99"} <= percentiles.keys() and latency and rps and requests and transfer):
-        raise ValueError(f"cannot parse wrk output:\n{output}")
-    errors = [
-        line.strip() for line in output.splitlines()
-        if "Socket errors" in line or "Non-2xx" in line
-    ]
-    return WrkResult(
-        requests_per_second=float(rps.group(1)),
-        p50_ms=_ms(percentiles["50"]),
-        p90_ms=_ms(percentiles["90"]),
-        p99_ms=_ms(percentiles["99"]),
-        max_ms=_ms(latency.group(1)),
-        requests=int(requests.group(1)),
-        transfer=transfer.group(1) + "/s",
-        errors="; ".join(errors) or "none",
-    )
-
-
 def run_wrk(
     exporter: Exporter,
     *,
@@ -210,10 +166,10 @@ def run_wrk(
         user + system + wrk_cpu + sum(process_cpu(redis_pids)) - redis_before
         + (mine.ru_utime - mine_before.ru_utime) + (mine.ru_stime - mine_before.ru_stime)
     )
-    result = parse_wrk(done.stdout)
-    requests = max(result.requests, 1)
-    return replace(
-        result,
+    report = parse_wrk(done.stdout)
+    requests = max(report.requests, 1)
+    return WrkResult(
+        **asdict(report),
         cpu_us_per_request=(user + system) / requests * 1e6,
         sys_us_per_request=system / requests * 1e6,
         cpu_percent=100 * (user + system) / elapsed,
