@@ -69,7 +69,8 @@ SIDECAR_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
     _option("--web-workers", type=click.IntRange(1, 64), default=1, show_default=True,
             help="Gunicorn worker processes; one refresher serves them all."),
     _option("--web-threads", type=click.IntRange(1, 256), default=4, show_default=True,
-            help="Threads per gunicorn worker."),
+            help="Threads per gunicorn worker that build Jobs API pages (they may read "
+                 "the broker); everything else is answered on the event loop."),
     _option("--log-level", type=click.Choice(LOG_LEVELS), default="info", show_default=True,
             help="Log level."),
     _option("--log-format", type=click.Choice(LOG_FORMATS), default="text", show_default=True,

@@ -14,7 +14,7 @@ log = logging.getLogger(__name__)
 
 
 class SidecarApplication(BaseApplication):  # type: ignore[misc]
-    """A gunicorn application whose workers serve the Falcon app (gthread workers)."""
+    """A gunicorn application whose workers serve the Falcon ASGI app (asgi workers)."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
@@ -26,8 +26,8 @@ class SidecarApplication(BaseApplication):  # type: ignore[misc]
         options: dict[str, Any] = {
             "bind": f"{host}:{settings.listen_port}",
             "workers": settings.web_workers,
-            "worker_class": "gthread",
-            "threads": settings.web_threads,
+            "worker_class": "asgi",
+            "asgi_loop": "uvloop",
             "timeout": 30,
             "graceful_timeout": 10,
             "keepalive": 15,
@@ -57,6 +57,7 @@ class SidecarApplication(BaseApplication):  # type: ignore[misc]
             metrics_credentials=settings.metrics_credentials,
             jobs_backend=provider.jobs_backend,
             api_max_limit=settings.api_max_limit,
+            jobs_threads=settings.web_threads,
         )
 
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
+import httpx
 import orjson
 import pytest
 
@@ -174,3 +178,39 @@ def test_several_web_workers_share_one_refresher(redis_server: RedisServer) -> N
             assert 'celery_queue_jobs{queue="shared",status="paused"} 2.0' in body
             generations.add(sidecar.get("/readyz").json()["generation"])
         assert len(generations) >= 1
+
+
+def test_jobs_pages_stuck_on_the_broker_do_not_hold_up_metrics(
+    redis_server: RedisServer,
+) -> None:
+    """Pages wait for a frozen broker on their own threads; /metrics answers meanwhile."""
+    assert redis_server.pid is not None
+    redis_server.client().lpush("stuck", *[b'{"not": "a task message"}'] * 3)
+    with Sidecar(
+        redis_server.url, *FAST, "--no-auth", "--queue", "stuck", "--web-threads", "1"
+    ) as sidecar:
+        sidecar.wait_ready()
+        sidecar.wait_for(lambda s: queue_counts(s, "stuck")["paused"] == 3)
+        page_url = sidecar.base_url + "/v1/jobs/queues/stuck"
+        with ThreadPoolExecutor(3) as pool:
+            os.kill(redis_server.pid, signal.SIGSTOP)  # replies stop; connections stay open
+            try:
+                pages = [
+                    pool.submit(httpx.get, page_url, params={"status": "paused"}, timeout=30)
+                    for _ in range(3)
+                ]
+                time.sleep(0.5)
+                assert not any(page.done() for page in pages), "pages did not wait for Redis"
+                slowest = 0.0
+                for _ in range(20):
+                    started = time.monotonic()
+                    assert sidecar.get("/metrics").status_code == 200
+                    assert sidecar.get("/healthz").status_code == 200
+                    slowest = max(slowest, time.monotonic() - started)
+                assert slowest < 0.5, f"/metrics + /healthz took {slowest:.3f}s"
+                assert not any(page.done() for page in pages)
+            finally:
+                os.kill(redis_server.pid, signal.SIGCONT)
+            answers = [page.result() for page in pages]
+        assert [a.status_code for a in answers] == [200, 200, 200]
+        assert all(len(a.json()["jobs"]) == 3 for a in answers)

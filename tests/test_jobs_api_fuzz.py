@@ -3,7 +3,7 @@
 The app is the real Falcon app (`create_app`) over a real `Runtime` (event stream,
 refresher, broker pager) watching a private redis-server, where a real Celery worker
 ran real tasks and a queue nobody consumes holds JSON, msgpack, YAML and pickle
-messages and a garbage entry. Requests go through WSGI in-process: schemathesis
+messages and a garbage entry. Requests go through ASGI in-process: schemathesis
 generates them from the OpenAPI document (positive and negative), and hand-written
 Hypothesis strategies throw raw query strings and paths at it. Every run is bounded
 and derandomized.
@@ -38,7 +38,7 @@ from exporter.auth import ApiKey, KeyRing, digest, keys_from_flags
 from exporter.runtime import Runtime
 from exporter.settings import Settings
 from exporter.sharing import LocalProvider
-from exporter.web.app import OPENAPI_PATH, WsgiApp, create_app
+from exporter.web.app import OPENAPI_PATH, AsgiApp, create_app
 from tests.support.celery_worker import CeleryWorker, load_app
 from tests.support.redis_server import RedisServer
 
@@ -65,7 +65,7 @@ FUZZ_SETTINGS = settings(
 class Api:
     """The in-process app and what it watches."""
 
-    app: WsgiApp
+    app: AsgiApp
     client: falcon.testing.TestClient
     runtime: Runtime
 
@@ -182,7 +182,7 @@ CREDENTIALS: st.SearchStrategy[dict[str, str]] = st.one_of(
 
 @pytest.fixture(scope="module")
 def schema(api: Api) -> Any:
-    return schemathesis.openapi.from_wsgi("/openapi.json", api.app)
+    return schemathesis.openapi.from_asgi("/openapi.json", api.app)
 
 
 def operations() -> list[str]:

@@ -1,12 +1,19 @@
-"""The Falcon application factory."""
+"""The Falcon application factory: an ASGI app, served by gunicorn's asyncio worker.
+
+Everything but a Jobs API page is answered from memory on the event loop; pages run
+on a thread pool of `jobs_threads` threads (see `exporter.web.jobs`).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
 
 import falcon
+import falcon.asgi
+from falcon.asgi import Request, Response
 
 from exporter.auth import KeyRing, MetricsCredentials
 from exporter.render import RenderedMetrics
@@ -19,7 +26,7 @@ from exporter.web.security import AuthMiddleware
 
 OPENAPI_PATH = Path(__file__).with_name("openapi.json")
 
-WsgiApp = falcon.App[falcon.Request, falcon.Response]
+AsgiApp = falcon.asgi.App[Request, Response]
 
 
 class SnapshotProvider(Protocol):
@@ -38,7 +45,7 @@ class OpenApiResource:
     def __init__(self) -> None:
         self._body = OPENAPI_PATH.read_bytes()
 
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+    async def on_get(self, req: Request, resp: Response) -> None:
         resp.content_type = falcon.MEDIA_JSON
         resp.data = self._body
 
@@ -51,13 +58,14 @@ def create_app(
     metrics_credentials: MetricsCredentials | None = None,
     jobs_backend: Callable[[], JobsBackend | None] = lambda: None,
     api_max_limit: int = 100,
-) -> WsgiApp:
-    """Build the WSGI app: /metrics, the Jobs API, health, OpenAPI and a landing page.
+    jobs_threads: int = 4,
+) -> AsgiApp:
+    """Build the ASGI app: /metrics, the Jobs API, health, OpenAPI and a landing page.
 
     `keys` None means authentication was turned off explicitly; an empty KeyRing
     refuses every Jobs API request.
     """
-    app = falcon.App(
+    app = falcon.asgi.App(
         media_type=falcon.MEDIA_JSON,
         middleware=[AuthMiddleware(keys, metrics_credentials)],
     )
@@ -70,7 +78,10 @@ def create_app(
     app.add_route("/readyz", ReadyResource(provider, stale_after=stale_after))
     app.add_route("/openapi.json", OpenApiResource())
     queues = QueuesResource(provider, jobs_backend)
-    queue_jobs = QueueJobsResource(provider, jobs_backend, max_limit=api_max_limit)
+    pages = ThreadPoolExecutor(max_workers=jobs_threads, thread_name_prefix="jobs-api")
+    queue_jobs = QueueJobsResource(
+        provider, jobs_backend, max_limit=api_max_limit, executor=pages
+    )
     for prefix in ("/v1", "/api/v1"):
         app.add_route(f"{prefix}/jobs/queues", queues)
         app.add_route(f"{prefix}/jobs/queues/{{queue_name}}", queue_jobs)

@@ -6,6 +6,8 @@ import logging
 from typing import Any
 
 import falcon
+import falcon.asgi
+from falcon.asgi import Request, Response
 
 log = logging.getLogger(__name__)
 
@@ -16,19 +18,19 @@ def _serialize_error(req: falcon.Request, resp: falcon.Response, error: falcon.H
     resp.content_type = falcon.MEDIA_JSON
 
 
-def _unexpected(req: falcon.Request, resp: falcon.Response, error: Exception, params: Any) -> None:
+async def _unexpected(req: Request, resp: Response, error: Exception, params: Any) -> None:
     if isinstance(error, falcon.HTTPError):
         raise error
     log.exception("unhandled error serving %s %s", req.method, req.path)
     raise falcon.HTTPInternalServerError(description="internal error")
 
 
-def install_error_handlers(app: falcon.App[falcon.Request, falcon.Response]) -> None:
+def install_error_handlers(app: falcon.asgi.App[Request, Response]) -> None:
     """Make Falcon answer every error, expected or not, with a JSON message."""
     app.set_error_serializer(_serialize_error)
     app.add_error_handler(Exception, _unexpected)
     app.add_sink(_not_found, prefix="/")
 
 
-def _not_found(req: falcon.Request, resp: falcon.Response, **kwargs: Any) -> None:
+async def _not_found(req: Request, resp: Response | None, **kwargs: Any) -> None:
     raise falcon.HTTPNotFound(description=f"no route {req.path}")

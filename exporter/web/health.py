@@ -6,6 +6,7 @@ import time
 from typing import TYPE_CHECKING
 
 import falcon
+from falcon.asgi import Request, Response
 
 from exporter import __version__
 
@@ -28,7 +29,7 @@ LANDING = """<!doctype html>
 class LandingResource:
     """A small HTML page linking the endpoints."""
 
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+    async def on_get(self, req: Request, resp: Response) -> None:
         resp.content_type = falcon.MEDIA_HTML
         resp.text = LANDING.format(version=__version__)
 
@@ -36,7 +37,7 @@ class LandingResource:
 class HealthResource:
     """200 while the process can answer."""
 
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+    async def on_get(self, req: Request, resp: Response) -> None:
         resp.media = {"status": "ok"}
 
 
@@ -47,7 +48,7 @@ class ReadyResource:
         self._provider = provider
         self._stale_after = stale_after
 
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+    async def on_get(self, req: Request, resp: Response) -> None:
         snapshot = self._provider.snapshot
         if snapshot is None:
             raise falcon.HTTPServiceUnavailable(description="no snapshot yet")

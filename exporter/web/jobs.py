@@ -2,16 +2,21 @@
 
 Counts come from the same snapshot as /metrics. Jobs come from the snapshot too,
 except waiting and paused ones: those are read from the broker's lists, one page at
-a time (O(limit) Redis work, bounded by the client's socket timeout).
+a time (O(limit) Redis work, bounded by the client's socket timeout). A page is built
+on a small thread pool, so broker round trips and formatting never hold up the event
+loop that answers /metrics.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any, Protocol
 
 import falcon
+from falcon.asgi import Request, Response
 
 from exporter import jobformat
 from exporter.auth import MANAGE_ALL
@@ -67,7 +72,7 @@ class QueuesResource:
         self._provider = provider
         self._backend = backend
 
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+    async def on_get(self, req: Request, resp: Response) -> None:
         snapshot = current_snapshot(self._provider, self._backend())
         resp.media = {
             "queues": [
@@ -76,7 +81,7 @@ class QueuesResource:
         }
 
 
-def _int_param(req: falcon.Request, name: str, default: int, low: int, high: int) -> int:
+def _int_param(req: Request, name: str, default: int, low: int, high: int) -> int:
     raw = req.get_param(name)
     if raw is None or raw == "":
         return default
@@ -97,12 +102,18 @@ class QueueJobsResource:
     required_permission = MANAGE_ALL
 
     def __init__(self, provider: SnapshotProvider, backend: Callable[[], JobsBackend | None],
-                 *, max_limit: int) -> None:
+                 *, max_limit: int, executor: Executor) -> None:
         self._provider = provider
         self._backend = backend
         self._max_limit = max_limit
+        self._executor = executor
 
-    def on_get(self, req: falcon.Request, resp: falcon.Response, queue_name: str) -> None:
+    async def on_get(self, req: Request, resp: Response, queue_name: str) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self._answer, req, resp, queue_name)
+
+    def _answer(self, req: Request, resp: Response, queue_name: str) -> None:
+        """Validate, read the page (maybe from the broker) and set the body; in a thread."""
         status = req.get_param("status") or DEFAULT_STATUS
         if status not in STATUSES:
             raise falcon.HTTPBadRequest(

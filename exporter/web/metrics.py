@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import falcon
+from falcon.asgi import Request, Response
 
 from exporter.render import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE
 
@@ -36,7 +37,7 @@ class MetricsResource:
     def __init__(self, provider: SnapshotProvider) -> None:
         self._provider = provider
 
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+    async def on_get(self, req: Request, resp: Response) -> None:
         rendered = self._provider.rendered
         if rendered is None:
             raise falcon.HTTPServiceUnavailable(

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import falcon
+from falcon.asgi import Request, Response
 
 from exporter.auth import KeyRing, MetricsCredentials, presented_key
 
@@ -26,8 +27,8 @@ class AuthMiddleware:
         self._keys = keys
         self._metrics = metrics
 
-    def process_resource(
-        self, req: falcon.Request, resp: falcon.Response, resource: Any, params: dict[str, Any]
+    async def process_resource(
+        self, req: Request, resp: Response, resource: Any, params: dict[str, Any]
     ) -> None:
         if resource is None:  # no route: the 404 handler answers
             return
@@ -37,7 +38,7 @@ class AuthMiddleware:
         elif getattr(resource, "metrics_credentials", False):
             self._require_metrics_credentials(req)
 
-    def _require_metrics_credentials(self, req: falcon.Request) -> None:
+    def _require_metrics_credentials(self, req: Request) -> None:
         if self._metrics is None or self._metrics.accepts(req.get_header("Authorization")):
             return
         raise falcon.HTTPUnauthorized(
@@ -45,7 +46,7 @@ class AuthMiddleware:
             challenges=['Bearer realm="metrics"', 'Basic realm="metrics"'],
         )
 
-    def _require_permission(self, req: falcon.Request, permission: str) -> None:
+    def _require_permission(self, req: Request, permission: str) -> None:
         if self._keys is None:  # authentication turned off explicitly
             return
         presented = presented_key({
