@@ -116,6 +116,10 @@ def wait_events_subscribed(sidecar: Sidecar, timeout: float = 30.0) -> None:
     raise TimeoutError("the sidecar did not subscribe to the event stream")
 
 
+#: Longer than a refresh of the paging sidecar takes (its inspect wait is 1 s at most).
+REFRESH_SETTLE_SECONDS = 1.5
+
+
 def generation(sidecar: Sidecar) -> int:
     return int(sidecar.get("/readyz").json()["generation"])
 
@@ -279,6 +283,9 @@ def measure_page(
         for _ in range(work_requests):
             http.get(url).raise_for_status()
         work = RedisSample.take(client).minus(before)
+        # A refresh that began inside the window swaps its snapshot only when its
+        # reads are done: wait longer than one refresh takes before checking.
+        time.sleep(REFRESH_SETTLE_SECONDS)
         if generation(sidecar) == generation_before:
             break  # no refresh touched Redis during the window
     else:
@@ -394,7 +401,7 @@ def paging_benchmark(args: argparse.Namespace) -> None:
                     results.append(run_wrk(url, number, args.wrk_duration, args.connections))
                 print(f"\nconcurrent: wrk -t2 -c{args.connections} -d{args.wrk_duration:.0f}s "
                       f"--latency on paused-big ({big:,} messages); the sidecar runs gunicorn "
-                      f"with 1 worker x 4 threads; wrk, Redis and the sidecar share "
+                      f"with 1 asgi worker and 4 page threads; wrk, Redis and the sidecar share "
                       f"{len(os.sched_getaffinity(0))} CPUs (expect ±30% between runs)")
                 print(table(
                     ("page", "conns", "s", "requests", "req/s", "p50 ms", "p90 ms", "p99 ms",
