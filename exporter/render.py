@@ -8,18 +8,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import celery
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as CONTENT_TYPE_OM
 
 from exporter import __version__
-from exporter.exposition import write_both
+from exporter.exposition import Family, Histograms, write_both
 from exporter.snapshot import STATUSES, Snapshot
-from exporter.taskstats import HistogramData
 
 #: The classic text format's type, understood by every Prometheus version.
 TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -60,18 +54,18 @@ def render(snapshot: Snapshot) -> RenderedMetrics:
 
 
 class _SnapshotCollector:
-    """Yields metric families for one snapshot (a prometheus_client custom collector)."""
+    """Yields the metric families of one snapshot (see `exposition.library_families`)."""
 
     def __init__(self, snapshot: Snapshot) -> None:
         self._snapshot = snapshot
 
-    def collect(self) -> Iterator[Metric]:
+    def collect(self) -> Iterator[Family]:
         yield from self._queue_metrics()
         yield from self._worker_metrics()
         yield from self._task_metrics()
         yield from self._self_metrics()
 
-    def _queue_metrics(self) -> Iterator[Metric]:
+    def _queue_metrics(self) -> Iterator[Family]:
         queues = self._snapshot.queues.values()
         jobs = GaugeMetricFamily(
             "celery_queue_jobs",
@@ -100,7 +94,7 @@ class _SnapshotCollector:
         yield consumers
         yield prefetched
 
-    def _worker_metrics(self) -> Iterator[Metric]:
+    def _worker_metrics(self) -> Iterator[Family]:
         up = GaugeMetricFamily(
             "celery_worker_up",
             "1 if the worker answered the last inspect round or sent a recent heartbeat.",
@@ -115,7 +109,7 @@ class _SnapshotCollector:
         yield up
         yield active
 
-    def _task_metrics(self) -> Iterator[Metric]:
+    def _task_metrics(self) -> Iterator[Family]:
         stats = self._snapshot.stats
         outcomes = CounterMetricFamily(
             "celery_tasks",
@@ -126,24 +120,24 @@ class _SnapshotCollector:
         for (queue, task, outcome), value in sorted(stats.outcomes.items()):
             outcomes.add_metric([queue, task, outcome], value)
         yield outcomes
-        runtime = HistogramMetricFamily(
+        runtime = Histograms(
             "celery_task_runtime_seconds",
             "How long task executions ran, by queue and task name.",
-            labels=["queue", "task"],
+            labels=("queue", "task"),
         )
         for (queue, task), data in sorted(stats.runtime.items()):
-            runtime.add_metric([queue, task], *_histogram(data))
+            runtime.add((queue, task), data)
         yield runtime
-        wait = HistogramMetricFamily(
+        wait = Histograms(
             "celery_task_queue_wait_seconds",
             "Time from when a job could run (published, or its ETA) to when it started.",
-            labels=["queue"],
+            labels=("queue",),
         )
         for queue, data in sorted(stats.queue_wait.items()):
-            wait.add_metric([queue], *_histogram(data))
+            wait.add((queue,), data)
         yield wait
 
-    def _self_metrics(self) -> Iterator[Metric]:
+    def _self_metrics(self) -> Iterator[Family]:
         snap = self._snapshot
         counters = snap.counters
         yield _gauge("celery_exporter_up", "1 if the last read of the broker succeeded.",
@@ -219,18 +213,3 @@ def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
 
 def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily:
     return CounterMetricFamily(name, documentation, value=value)
-
-
-def _histogram(data: HistogramData) -> tuple[list[tuple[str, float]], float]:
-    buckets: list[tuple[str, float]] = []
-    cumulative = 0
-    for bound, count in zip(data.bounds, data.counts, strict=False):
-        cumulative += count
-        buckets.append((_bound(bound), cumulative))
-    cumulative += data.counts[-1]
-    buckets.append(("+Inf", cumulative))
-    return buckets, data.total
-
-
-def _bound(value: float) -> str:
-    return repr(float(value))
