@@ -108,8 +108,7 @@ class TaskTracker:
         self._workers: dict[str, WorkerSeen] = {}
         self._worker_queues: dict[str, tuple[str, ...]] = {}
         self._gaps: dict[str, _HeartbeatGap] = {}
-        self._intern_text: Interner[str] = Interner()
-        self._intern_packed: Interner[bytes] = Interner()
+        self._intern = Interner()
         self._unsaved: dict[tuple[str, str], deque[Job]] = {}
         self._recently_finished: OrderedDict[str, None] = OrderedDict()
         self.events_received = 0
@@ -370,8 +369,8 @@ class TaskTracker:
 
     def _record_failure(self, job: Job, event: dict[str, Any]) -> None:
         failure = (
-            self._intern_text(clip(event.get("exception"))),
-            self._intern_packed(pack_traceback(clip(event.get("traceback"), MAX_TRACEBACK))),
+            self._intern(clip(event.get("exception"))),
+            pack_traceback(clip(event.get("traceback"), MAX_TRACEBACK)),
         )
         if job.failures is None:
             job.failures = [failure]

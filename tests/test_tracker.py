@@ -269,6 +269,12 @@ def test_flaky_task_attempts_and_failures() -> None:
         e["timestamp"] for e in EVENTS if e.get("uuid") == uuid and e["type"] == "task-sent"
     )
 
+    # Each attempt's traceback was decoded from its own event, yet equal texts are
+    # compressed once and share one packed copy.
+    texts = {tb for _exc, tb in job.failure_texts()}
+    assert len(texts) < len(job.failures)  # the retries failed the same way
+    assert len({id(tb) for _exc, tb in job.failures}) == len(texts)
+
     plain = failed[the_uuid("tests.fail")]
     assert plain.attempts == 1
     assert plain.failures is not None and len(plain.failures) == 1
