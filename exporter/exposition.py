@@ -103,15 +103,20 @@ def _escape_value(value: str) -> str:
     return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
 
 
+def _check_label_names(names: Iterable[str], checked: set[str]) -> None:
+    """Raise _NotPlain for a label name outside the classic set; remember the good ones."""
+    for name in names:
+        if name not in checked:
+            if not _CLASSIC_LABEL.match(name):
+                raise _NotPlain(name)
+            checked.add(name)
+
+
 def _histogram_lines(family: Histograms, label_names: set[str]) -> str:
     """The lines the library writes for a histogram family; raises _NotPlain."""
     if not _CLASSIC_NAME.match(family.name) or "le" in family.labels:
         raise _NotPlain(family.name)
-    for key in family.labels:
-        if key not in label_names:
-            if not _CLASSIC_LABEL.match(key):
-                raise _NotPlain(key)
-            label_names.add(key)
+    _check_label_names(family.labels, label_names)
     # The library writes labels sorted by name, `le` among them.
     order = sorted(range(len(family.labels)), key=lambda i: family.labels[i])
     before = [i for i in order if family.labels[i] < "le"]
@@ -165,11 +170,7 @@ def _sample_lines(family: Family, label_names: set[str]) -> str:
         if not labels:
             lines.append(f"{sample.name} {_number(sample.value)}\n")
             continue
-        for key in labels:
-            if key not in label_names:
-                if not _CLASSIC_LABEL.match(key):
-                    raise _NotPlain(key)
-                label_names.add(key)
+        _check_label_names(labels, label_names)
         pairs = ",".join(
             f'{key}="{_escape_value(value)}"' for key, value in sorted(labels.items())
         )
