@@ -30,6 +30,7 @@ import urllib.request
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, ClassVar
@@ -201,6 +202,41 @@ def resp_publish(channel: bytes, data: bytes) -> bytes:
     return b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (
         len(channel), channel, len(data), data,
     )
+
+
+def task_message(
+    task: str,
+    queue: str,
+    *,
+    args: tuple[int, ...] = (1, 2),
+    eta: float | None = None,
+    delivery_tag: str | None = None,
+) -> dict[str, Any]:
+    """A small but valid Celery protocol-2 task message: kombu's envelope, as a dict.
+
+    Lists hold it as JSON; the `unacked` hash holds `[message, exchange, routing_key]`.
+    """
+    task_id = str(uuid.uuid4())
+    eta_text = datetime.fromtimestamp(eta, UTC).isoformat() if eta is not None else None
+    body = [list(args), {}, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}]
+    return {
+        "body": base64.b64encode(json.dumps(body).encode()).decode(),
+        "content-encoding": "utf-8",
+        "content-type": "application/json",
+        "headers": {
+            "lang": "py", "task": task, "id": task_id, "shadow": None, "eta": eta_text,
+            "expires": None, "group": None, "group_index": None, "retries": 0,
+            "timelimit": [None, None], "root_id": task_id, "parent_id": None,
+            "argsrepr": repr(args), "kwargsrepr": "{}", "origin": "gen1@bench",
+            "ignore_result": False, "replaced_task_nesting": 0, "stamped_headers": None,
+            "stamps": {},
+        },
+        "properties": {
+            "correlation_id": task_id, "reply_to": str(uuid.uuid4()), "delivery_mode": 2,
+            "delivery_info": {"exchange": "", "routing_key": queue}, "priority": 0,
+            "body_encoding": "base64", "delivery_tag": delivery_tag or str(uuid.uuid4()),
+        },
+    }
 
 
 def task_names(count: int) -> list[str]:

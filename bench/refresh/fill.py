@@ -8,13 +8,13 @@ workers, as kombu writes them: JSON `[message, exchange, routing_key]`.
 
 from __future__ import annotations
 
-import base64
 import json
 import time
 import uuid
-from datetime import UTC, datetime
 
 import redis
+
+from bench.common import task_message
 
 SEP = "\x06\x16"
 BINDING_TABLE = "_kombu.binding.celery"
@@ -68,27 +68,8 @@ def fill_queues(client: redis.Redis, queues: int, per_queue: int) -> int:
 
 def unacked_entry(task: str, queue: str, *, eta: float | None) -> tuple[str, bytes]:
     """A (delivery tag, hash value) pair like kombu's `unacked` hash holds (protocol 2)."""
-    task_id, tag = str(uuid.uuid4()), str(uuid.uuid4())
-    eta_text = datetime.fromtimestamp(eta, UTC).isoformat() if eta is not None else None
-    body = [[7, 35], {}, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}]
-    message = {
-        "body": base64.b64encode(json.dumps(body).encode()).decode(),
-        "content-encoding": "utf-8",
-        "content-type": "application/json",
-        "headers": {
-            "lang": "py", "task": task, "id": task_id, "shadow": None, "eta": eta_text,
-            "expires": None, "group": None, "group_index": None, "retries": 0,
-            "timelimit": [None, None], "root_id": task_id, "parent_id": None,
-            "argsrepr": "(7, 35)", "kwargsrepr": "{}", "origin": "gen4242@bench",
-            "ignore_result": False, "replaced_task_nesting": 0, "stamped_headers": None,
-            "stamps": {},
-        },
-        "properties": {
-            "correlation_id": task_id, "reply_to": str(uuid.uuid4()), "delivery_mode": 2,
-            "delivery_info": {"exchange": "", "routing_key": queue}, "priority": 0,
-            "body_encoding": "base64", "delivery_tag": tag,
-        },
-    }
+    tag = str(uuid.uuid4())
+    message = task_message(task, queue, args=(7, 35), eta=eta, delivery_tag=tag)
     return tag, json.dumps([message, "", queue]).encode()
 
 

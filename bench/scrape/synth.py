@@ -20,7 +20,8 @@ from typing import Any
 
 import redis
 
-PAYLOADS = Path(__file__).resolve().parents[1] / "events" / "payloads.jsonl"
+from bench.common import PAYLOADS, task_message
+
 SEP = "\x06\x16"
 BINDING_TABLE = "_kombu.binding.celery"
 CHANNEL_PREFIX = "/0.celeryev/"
@@ -89,30 +90,6 @@ def load_templates(path: Path = PAYLOADS) -> Templates:
     return Templates(envelope, events)
 
 
-def task_message(task: str, queue: str) -> bytes:
-    """A small but valid Celery protocol-2 task message, as kombu stores it in a list."""
-    task_id = str(uuid.uuid4())
-    body = [[1, 2], {}, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}]
-    envelope = {
-        "body": base64.b64encode(json.dumps(body).encode()).decode(),
-        "content-encoding": "utf-8",
-        "content-type": "application/json",
-        "headers": {
-            "lang": "py", "task": task, "id": task_id, "shadow": None, "eta": None,
-            "expires": None, "group": None, "group_index": None, "retries": 0,
-            "timelimit": [None, None], "root_id": task_id, "parent_id": None,
-            "argsrepr": "(1, 2)", "kwargsrepr": "{}", "origin": "gen1@bench",
-            "ignore_result": False,
-        },
-        "properties": {
-            "correlation_id": task_id, "reply_to": str(uuid.uuid4()), "delivery_mode": 2,
-            "delivery_info": {"exchange": "", "routing_key": queue}, "priority": 0,
-            "body_encoding": "base64", "delivery_tag": str(uuid.uuid4()),
-        },
-    }
-    return json.dumps(envelope).encode()
-
-
 def populate_broker(client: redis.Redis, layout: Layout) -> int:
     """Bind every queue in kombu's table and push a few messages; returns messages pushed."""
     pipe = client.pipeline(transaction=False)
@@ -121,7 +98,10 @@ def populate_broker(client: redis.Redis, layout: Layout) -> int:
         queue = layout.queue(index)
         pipe.sadd(BINDING_TABLE, f"{queue}{SEP}{SEP}{queue}")
         count = layout.messages_in(index)
-        pipe.lpush(queue, *(task_message(layout.task(index), queue) for _ in range(count)))
+        pipe.lpush(
+            queue,
+            *(json.dumps(task_message(layout.task(index), queue)).encode() for _ in range(count)),
+        )
         total += count
     pipe.execute()
     return total
