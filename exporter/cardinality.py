@@ -21,8 +21,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 DEFAULT_MAX_QUEUES = 500
-DEFAULT_MAX_TASK_SERIES = 2000
-DEFAULT_MAX_LABEL_LENGTH = 128
+DEFAULT_MAX_TASK_SERIES = 800
+DEFAULT_MAX_LABEL_LENGTH = 100
 #: Distinct refused or folded values remembered for counting (beyond, counts stop growing).
 MAX_REMEMBERED = 100_000
 

@@ -16,6 +16,12 @@ from typing import Any
 import click
 
 from exporter import __version__
+from exporter.cardinality import (
+    DEFAULT_MAX_LABEL_LENGTH,
+    DEFAULT_MAX_QUEUES,
+    DEFAULT_MAX_TASK_SERIES,
+)
+from exporter.protocol.limits import DEFAULT_MAX_MESSAGE_BYTES
 from exporter.redis_client import parse_endpoint
 from exporter.settings import (
     LOG_FORMATS,
@@ -91,6 +97,22 @@ SIDECAR_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
             help="Distinct task names used as label values; later ones fold into 'other'."),
     _option("--max-tracked-jobs", type=click.IntRange(100), default=100_000, show_default=True,
             help="In-flight jobs tracked from events at most (oldest forgotten first)."),
+    _option("--max-queues", type=click.IntRange(1), default=DEFAULT_MAX_QUEUES,
+            show_default=True,
+            help="Queues reported at most (configured ones always); later queue names are "
+            "not reported and are counted in celery_exporter_dropped_queue_names."),
+    _option("--max-task-series", type=click.IntRange(1), default=DEFAULT_MAX_TASK_SERIES,
+            show_default=True,
+            help="(queue, task) pairs with task counters and runtime histograms of their "
+            "own; later pairs are reported as task='other' of their queue."),
+    _option("--max-label-length", type=click.IntRange(16, 4096),
+            default=DEFAULT_MAX_LABEL_LENGTH, show_default=True,
+            help="Longest label value in /metrics; longer queue, task or worker names are "
+            "cut and end with ~ and 8 hex digits of their hash."),
+    _option("--max-message-bytes", type=click.IntRange(1024), default=DEFAULT_MAX_MESSAGE_BYTES,
+            show_default=True,
+            help="Largest task message or event body decoded (after base64 and "
+            "decompression); larger ones are skipped and counted."),
     _option("--auth/--no-auth", default=True, show_default=True,
             help="Require an API key with permission manage:all for the Jobs API. "
             "--no-auth turns it off (a warning is logged)."),
@@ -208,6 +230,10 @@ def build_settings(options: dict[str, Any], **overrides: Any) -> Settings:
         "retention_max_age": options["retention_max_age"],
         "max_task_names": options["max_task_names"],
         "max_tracked_jobs": options["max_tracked_jobs"],
+        "max_queues": options["max_queues"],
+        "max_task_series": options["max_task_series"],
+        "max_label_length": options["max_label_length"],
+        "max_message_bytes": options["max_message_bytes"],
         "runtime_buckets": parse_buckets("--runtime-buckets", options["runtime_buckets"])
         if options["runtime_buckets"] else DEFAULT_RUNTIME_BUCKETS,
         "queue_wait_buckets": parse_buckets("--queue-wait-buckets", options["queue_wait_buckets"])

@@ -8,17 +8,17 @@ everything once, at the first refresh that reaches the broker.
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
 
 import orjson
 import redis
 
-from exporter.jobstore import Job, RetentionLimits, pack_traceback
+from exporter.jobstore import Job, RetentionLimits
+from exporter.protocol.errors import MalformedMessage
+from exporter.protocol.limits import DEFAULT_LIMITS, InputLimits
+from exporter.protocol.saved import load_saved_job
+from exporter.protocol.skips import SkipLog
 from exporter.redis_client import as_text
-
-log = logging.getLogger(__name__)
 
 #: Jobs per save round trip: bounds the memory one save takes, whatever the event rate.
 SAVE_CHUNK = 200
@@ -31,10 +31,6 @@ FIELDS = (
 )
 
 
-def _text_or_none(value: object) -> str | None:
-    return value if isinstance(value, str) else None
-
-
 def dump_job(job: Job) -> bytes:
     """One job as a JSON object (tracebacks as text, so the saved form stays readable)."""
     saved = {field: getattr(job, field) for field in FIELDS}
@@ -43,35 +39,23 @@ def dump_job(job: Job) -> bytes:
     return orjson.dumps(saved)
 
 
-def load_job(raw: bytes | str) -> Job:
-    """A job from its JSON object; raises ValueError on anything else."""
-    data: Any = orjson.loads(raw)
-    if not isinstance(data, dict) or not isinstance(data.get("id"), str):
-        raise ValueError("not a saved job")
-    job = Job(data["id"])
-    for field in FIELDS[1:]:
-        if field in data:
-            setattr(job, field, data[field])
-    saved_failures: Any = data.get("failures")
-    job.failures = (
-        [
-            (_text_or_none(exc), pack_traceback(_text_or_none(tb)))
-            for exc, tb in saved_failures
-        ]
-        if isinstance(saved_failures, list) else None
-    )
-    if not isinstance(job.attempts, int):
-        job.attempts = 0
-    return job
-
-
 class JobHistory:
     """Reads and writes the persisted job lists."""
 
-    def __init__(self, client: redis.Redis, prefix: str, limits: RetentionLimits) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        prefix: str,
+        limits: RetentionLimits,
+        input_limits: InputLimits = DEFAULT_LIMITS,
+    ) -> None:
         self._client = client
         self._prefix = prefix
         self._limits = limits
+        self._input_limits = input_limits
+        self._skips = SkipLog("history")
+        #: Saved entries skipped on loading because they were not saved jobs.
+        self.malformed = 0
 
     def key(self, status: str, queue: str) -> str:
         """The list holding one queue's jobs of one status (`completed` or `failed`)."""
@@ -100,15 +84,20 @@ class JobHistory:
         pipe.execute()
         return len(jobs)
 
-    def load(self) -> Iterator[list[Job]]:
+    def load(self, admit: Callable[[str], bool] = lambda queue: True) -> Iterator[list[Job]]:
         """Every saved job in chunks, newest first within each list; unreadable ones skipped.
 
         Read `LOAD_CHUNK` entries per round trip, so a full retention over many queues
-        never sits in memory twice (as JSON and as jobs) at once.
+        never sits in memory twice (as JSON and as jobs) at once. Each entry is checked
+        on its own (`exporter.protocol.saved`); a bad one is counted in `malformed`, and
+        a job saved twice is given once. Queues `admit` refuses (past --max-queues) are
+        not read.
         """
         queues = sorted(as_text(q) for q in self._client.smembers(f"{self._prefix}queues"))
-        skipped = 0
+        seen: set[str] = set()
         for queue in queues:
+            if not admit(queue):
+                continue
             for status, limit in (
                 ("completed", self._limits.completed), ("failed", self._limits.failed),
             ):
@@ -118,12 +107,23 @@ class JobHistory:
                     entries = self._client.lrange(key, first, last)
                     jobs: list[Job] = []
                     for raw in entries:
-                        try:
-                            jobs.append(load_job(raw))
-                        except (ValueError, TypeError):
-                            skipped += 1
+                        job = self._load_one(raw, status, queue)
+                        if job is not None and job.id not in seen:
+                            seen.add(job.id)
+                            jobs.append(job)
                     yield jobs
                     if len(entries) < last - first + 1:
                         break
-        if skipped:
-            log.warning("skipped %d unreadable saved jobs", skipped)
+
+    def _load_one(self, raw: object, status: str, queue: str) -> Job | None:
+        """One entry of the `status` list of `queue`, or None (counted) if it is not a job."""
+        try:
+            if not isinstance(raw, bytes):
+                raise MalformedMessage("entry is not a string")
+            job = load_saved_job(raw, status, self._input_limits)
+        except MalformedMessage as exc:
+            self.malformed += 1
+            self._skips.skipped(f"{self.key(status, queue)[:200]}: {exc}")
+            return None
+        job.queue = queue  # the list it was saved in decides where it is kept
+        return job

@@ -15,12 +15,20 @@ from collections.abc import Mapping
 from typing import Any
 
 from exporter.jobstore import Job, clip
+from exporter.protocol.limits import valid_text
+from exporter.protocol.messages import TaskMessage
 from exporter.snapshot import TaskPlacement
-from exporter.sources.messages import TaskMessage
 
 MAX_VALUE_CHARS = 1024
 MAX_ITEMS = 50
 MAX_DEPTH = 6
+#: Text and values one field (data, returnValue) may hold in all: with at most
+#: `MAX_STACKTRACES` tracebacks, a job object stays under about 100 KB.
+MAX_FIELD_CHARS = 16_384
+MAX_FIELD_NODES = 2_000
+#: Tracebacks shown per job: the newest attempts'.
+MAX_STACKTRACES = 10
+TRUNCATED = "…[truncated]"
 _EXCEPTION_REPR = re.compile(r"^(?P<type>[A-Za-z_][\w.]*)\((?P<args>.*)\)$", re.S)
 
 
@@ -46,31 +54,64 @@ def literal(text: str | None) -> Any:
         return text
 
 
-def to_json(value: Any, depth: int = 0) -> Any:
-    """A JSON-safe, size-bounded copy: tuples/sets become lists, other objects their repr."""
+class _Budget:
+    """What one field of a job may still spend: characters of text and values walked.
+
+    Per-string and per-list limits alone allow 50 items at each of 6 levels, and a
+    362-byte YAML body once made a 16 MB page; the budget bounds a whole value.
+    """
+
+    __slots__ = ("chars", "nodes")
+
+    def __init__(self, chars: int = MAX_FIELD_CHARS, nodes: int = MAX_FIELD_NODES) -> None:
+        self.chars = chars
+        self.nodes = nodes
+
+    def spend(self, text: str) -> str:
+        """The text, clipped to what is left."""
+        clipped = clip(text, max(len(TRUNCATED), min(MAX_VALUE_CHARS, self.chars))) or ""
+        self.chars -= len(clipped)
+        return clipped
+
+
+def to_json(value: Any, depth: int = 0, budget: _Budget | None = None) -> Any:
+    """A JSON-safe, size-bounded copy: tuples/sets become lists, other objects their repr.
+
+    Strings are clipped to `MAX_VALUE_CHARS`, lists and mappings to `MAX_ITEMS`, nesting
+    to `MAX_DEPTH`; the whole value to `MAX_FIELD_CHARS` of text and `MAX_FIELD_NODES`
+    values (what does not fit becomes a truncation mark).
+    """
+    budget = budget if budget is not None else _Budget()
+    budget.nodes -= 1
+    if budget.nodes < 0 or budget.chars <= 0:
+        return TRUNCATED
     if value is None or isinstance(value, bool | int | float):
         if isinstance(value, float) and not math.isfinite(value):  # JSON has no inf/NaN
             return repr(value)
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 1 << 63:
+            return budget.spend(repr(value))  # larger than JSON readers take exactly
         return value
     if isinstance(value, str):
-        return clip(value, MAX_VALUE_CHARS)
+        return budget.spend(valid_text(value))
     if isinstance(value, bytes):
-        return clip(repr(value), MAX_VALUE_CHARS)
+        return budget.spend(repr(value[: MAX_VALUE_CHARS]))
     if depth >= MAX_DEPTH:
-        return clip(_SHORT_REPR.repr(value), MAX_VALUE_CHARS)
+        return budget.spend(_SHORT_REPR.repr(value))
     if isinstance(value, Mapping):
         items = list(value.items())
-        out = {str(k): to_json(v, depth + 1) for k, v in items[:MAX_ITEMS]}
+        out = {}
+        for k, v in items[:MAX_ITEMS]:
+            out[budget.spend(valid_text(str(k)))] = to_json(v, depth + 1, budget)
         if len(items) > MAX_ITEMS:
             out["…"] = f"{len(items) - MAX_ITEMS} more keys truncated"
         return out
     if isinstance(value, list | tuple | set | frozenset):
-        seq = list(value)
-        out_list = [to_json(v, depth + 1) for v in seq[:MAX_ITEMS]]
+        seq = list(value) if isinstance(value, set | frozenset) else value
+        out_list = [to_json(v, depth + 1, budget) for v in seq[:MAX_ITEMS]]
         if len(seq) > MAX_ITEMS:
             out_list.append(f"… {len(seq) - MAX_ITEMS} more items truncated")
         return out_list
-    return clip(_SHORT_REPR.repr(value), MAX_VALUE_CHARS)
+    return budget.spend(_SHORT_REPR.repr(value))
 
 
 def job_data(args: Any, kwargs: Any) -> dict[str, Any]:
@@ -87,7 +128,8 @@ def job_data(args: Any, kwargs: Any) -> dict[str, Any]:
         kwargs = {}
     elif not isinstance(kwargs, Mapping):
         kwargs = {"repr": kwargs}
-    return {"args": to_json(args), "kwargs": to_json(kwargs)}
+    budget = _Budget()
+    return {"args": to_json(args, budget=budget), "kwargs": to_json(kwargs, budget=budget)}
 
 
 def failed_reason(exception_repr: str | None) -> str | None:
@@ -136,7 +178,7 @@ def from_job(job: Job | None, state: str, placement: TaskPlacement | None = None
         "processedOn": _ms(processed),
         "finishedOn": _ms(job.finished_at) if job else None,
         "attemptsMade": job.attempts if job else (1 if state == "active" else 0),
-        "stacktrace": job.stacktraces() if job else [],
+        "stacktrace": job.stacktraces()[-MAX_STACKTRACES:] if job else [],
         "returnValue": to_json(literal(job.result)) if job and job.result is not None else None,
         "ingestionSourceId": to_json(_ingestion_source(data)),
         "error": reason if state == "failed" else None,
@@ -161,7 +203,7 @@ def from_message(message: TaskMessage, state: str, job: Job | None = None) -> di
         "processedOn": _ms(job.started_at) if job else None,
         "finishedOn": None,
         "attemptsMade": job.attempts if job else message.retries,
-        "stacktrace": job.stacktraces() if job else [],
+        "stacktrace": job.stacktraces()[-MAX_STACKTRACES:] if job else [],
         "returnValue": None,
         "ingestionSourceId": to_json(_ingestion_source(data)),
         "error": None,
@@ -174,7 +216,7 @@ def undecodable_message(raw: bytes, reason: str, state: str) -> dict[str, Any]:
         "id": None,
         "name": None,
         "data": {"args": [], "kwargs": {}, "undecodable": reason,
-                 "raw": clip(raw.decode("utf-8", "replace"), 256)},
+                 "raw": clip(raw[:1024].decode("utf-8", "replace"), 256)},
         "state": state,
         "failedReason": None,
         "timestamp": None,

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 #: Longest kept text of args, kwargs, results and exceptions; tracebacks get more.
 MAX_TEXT = 2048
 MAX_TRACEBACK = 8192
+#: Failed attempts remembered per job (the newest): a job retried without end stays bounded.
+MAX_FAILURES = 50
 # ASCII on purpose: one non-Latin-1 character would make CPython store the whole
 # clipped string at 2 bytes per character (4 for some), doubling what a job keeps.
 TRUNCATION_MARK = "...[truncated]"

@@ -1,7 +1,12 @@
 """The refresher: the only writer. Reads the sources, builds a Snapshot, swaps it in.
 
 A failing source keeps its last good reading, is marked down with the time of its
-last success, and never stops the loop or the other sources.
+last success, and never stops the loop or the other sources. Every source call has a
+deadline: the broker read gets the refresh interval, the inspect round the inspect
+timeout (plus a second to connect), so a refresh never takes longer than the refresh
+interval plus the inspect timeout, whatever the broker does. A read past its deadline
+is left to finish on its own thread; the next refresh waits for that one rather than
+start another, so a hung broker never piles up threads.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, replace
 from typing import Generic, TypeVar
 
@@ -35,6 +41,36 @@ T = TypeVar("T")
 
 #: A worker down this long is no longer reported (its worker_up series ends).
 WORKER_FORGET_AFTER = 3600.0
+#: Time an inspect round may take beyond --inspect-timeout to connect and publish.
+INSPECT_GRACE = 1.0
+
+
+class SourceTimeout(Exception):
+    """A source did not answer within its deadline."""
+
+
+class _Call(Generic[T]):
+    """At most one call of a source in flight; one past its deadline finishes alone."""
+
+    def __init__(self, pool: ThreadPoolExecutor) -> None:
+        self._pool = pool
+        self._future: Future[T] | None = None
+        self._since = 0.0
+
+    def start(self, function: Callable[[], T]) -> None:
+        """Call `function` on the pool, unless a call from an earlier refresh still runs."""
+        if self._future is None or self._future.done():
+            self._future = self._pool.submit(function)
+            self._since = time.monotonic()
+
+    def result(self, deadline: float) -> T:
+        """The running call's result by `deadline` (monotonic); SourceTimeout after it."""
+        assert self._future is not None, "start() first"
+        try:
+            return self._future.result(timeout=max(0.0, deadline - time.monotonic()))
+        except FutureTimeout:
+            waited = time.monotonic() - self._since
+            raise SourceTimeout(f"no answer after {waited:.1f}s") from None
 
 
 @dataclass
@@ -97,12 +133,15 @@ class Refresher:
         self._known_worker_queues: dict[str, tuple[str, ...]] = {}
         self._expected_workers: set[str] = set()
         self._worker_replied_at: dict[str, float] = {}
-        self._malformed = {"unacked": 0, "inspect": 0}
+        self._malformed = {"unacked": 0, "inspect": 0, "history": 0}
         self._generation = 0
         self._failures = 0
         self._last_success: float | None = None
         self._snapshot: Snapshot | None = None
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inspect")
+        self._pool = ThreadPoolExecutor(max_workers=3, thread_name_prefix="source")
+        self._broker_call = _Call[BrokerReading](self._pool)
+        self._workers_call = _Call[WorkersReading](self._pool)
+        self._history_call = _Call[None](self._pool)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -140,33 +179,35 @@ class Refresher:
             self._stop.wait(delay)
 
     def refresh_once(self) -> Snapshot:
-        """Read every source, build a snapshot, publish it."""
+        """Read every source (each within its deadline), build a snapshot, publish it."""
         started = time.monotonic()
+        settings = self._settings
         view_before = self._tracker.view()
         expected = {
             w.hostname for w in view_before.workers.values() if w.online
         } | self._expected_workers
-        workers_future: Future[WorkersReading] | None = None
-        if self._workers_source is not None:
-            workers_future = self._pool.submit(self._workers_source.read, expected)
-
         extra_queues = set(view_before.queues_seen) | {
             q for queues in self._known_worker_queues.values() for q in queues
         }
-        broker_started = time.monotonic()
+        workers_source = self._workers_source
+        if workers_source is not None:  # first: the inspect round runs meanwhile
+            self._workers_call.start(lambda: workers_source.read(expected))
+        self._broker_call.start(lambda: self._broker_source.read(extra_queues))
         try:
-            reading = self._broker_source.read(extra_queues)
-            self._broker.succeeded(reading, time.monotonic() - broker_started)
+            reading = self._broker_call.result(started + settings.refresh_interval)
+            self._broker.succeeded(reading, time.monotonic() - started)
             self._malformed["unacked"] += reading.new_malformed
             self._last_success = time.time()
         except Exception as exc:
-            self._broker.failed(exc, time.monotonic() - broker_started)
-        if self._broker.up:
-            self._sync_history()
+            self._broker.failed(exc, time.monotonic() - started)
+        if self._broker.up and self._history is not None:
+            self._run_history(started + settings.refresh_interval)
 
-        if workers_future is not None:
+        if workers_source is not None:
             try:
-                workers = workers_future.result()
+                workers = self._workers_call.result(
+                    started + settings.inspect_timeout + INSPECT_GRACE
+                )
                 self._workers.succeeded(workers, workers.duration)
                 self._malformed["inspect"] += workers.malformed
                 for hostname, reply in workers.replies.items():
@@ -174,7 +215,7 @@ class Refresher:
                     if reply.complete:
                         self._known_worker_queues[hostname] = reply.queues
             except Exception as exc:
-                self._workers.failed(exc, time.monotonic() - broker_started)
+                self._workers.failed(exc, time.monotonic() - started)
 
         snapshot = self._build(started)
         self._snapshot = snapshot
@@ -182,22 +223,43 @@ class Refresher:
             self._on_snapshot(snapshot)
         return snapshot
 
-    def _sync_history(self) -> None:
-        """Load saved jobs once, then save what finished since the last refresh."""
-        if self._history is None:
-            return
+    def _run_history(self, deadline: float) -> None:
+        """Sync the history on its own thread; a slow load or save never delays the snapshot."""
+        self._history_call.start(self._sync_history)
         try:
-            if not self._history_loaded:
-                restored = sum(self._tracker.restore(jobs) for jobs in self._history.load())
-                self._history_loaded = True
-                log.info("restored %d finished jobs saved before the last restart", restored)
-        except Exception as exc:  # the broker went away between two reads
-            log.warning("could not load the job history: %s", redact_url(str(exc)))
+            self._history_call.result(deadline)
+        except SourceTimeout:
+            pass  # still loading or saving: it goes on, and the next refresh waits for it
+        except Exception:
+            log.exception("job history sync failed")
+        if self._history is not None:
+            self._malformed["history"] = self._history.malformed
+
+    def _sync_history(self) -> None:
+        """Load saved jobs once, then save what finished since the last refresh.
+
+        The load is done once, even if it stops halfway (the broker went away, say):
+        the jobs it restored stay, none is restored twice, and new jobs are saved.
+        """
+        history = self._history
+        if history is None:
             return
+        if not self._history_loaded:
+            self._history_loaded = True
+            restored = 0
+            try:
+                for jobs in history.load(self._tracker.queues.admit):
+                    restored += self._tracker.restore(jobs)
+                log.info("restored %d finished jobs saved before the last restart", restored)
+            except Exception as exc:
+                log.warning(
+                    "could not load all of the job history (%d jobs restored; the rest "
+                    "stays in Redis): %s", restored, redact_url(str(exc)),
+                )
         unsaved = self._tracker.take_unsaved()
         for start in range(0, len(unsaved), SAVE_CHUNK):
             try:
-                self._history.save(unsaved[start : start + SAVE_CHUNK])
+                history.save(unsaved[start : start + SAVE_CHUNK])
             except Exception as exc:  # kept for the next refresh, within the retention
                 self._tracker.return_unsaved(unsaved[start:])
                 log.warning(
@@ -223,6 +285,7 @@ class Refresher:
             worker_timeout=self._settings.worker_timeout,
             forget_after=WORKER_FORGET_AFTER,
             now=now,
+            admission=self._tracker.queues,
         )
         workers = live_workers(inputs)
         self._expected_workers = {h for h, w in workers.items() if w.up}
@@ -265,6 +328,8 @@ class Refresher:
             stream_connected=view.stream_connected,
             retained_jobs=view.retained_jobs,
             job_details=details,
+            dropped_queue_names=self._tracker.queues.refused,
+            max_label_length=self._settings.max_label_length,
         )
 
     def _teach_tracker(

@@ -12,6 +12,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as CONTENT_TYPE_OM
 
 from exporter import __version__
+from exporter.cardinality import label_value
 from exporter.exposition import Family, Histograms, write_both
 from exporter.snapshot import STATUSES, Snapshot
 
@@ -58,6 +59,11 @@ class _SnapshotCollector:
 
     def __init__(self, snapshot: Snapshot) -> None:
         self._snapshot = snapshot
+        self._max_label_length = snapshot.max_label_length
+
+    def _label(self, value: str) -> str:
+        """A queue, task or worker name as a label value (--max-label-length)."""
+        return label_value(value, self._max_label_length)
 
     def collect(self) -> Iterator[Family]:
         yield from self._queue_metrics()
@@ -86,10 +92,11 @@ class _SnapshotCollector:
             labels=["queue"],
         )
         for queue in queues:
+            name = self._label(queue.name)
             for status in STATUSES:
-                jobs.add_metric([queue.name, status], queue.counts[status])
-            consumers.add_metric([queue.name], queue.consumers)
-            prefetched.add_metric([queue.name], queue.prefetched)
+                jobs.add_metric([name, status], queue.counts[status])
+            consumers.add_metric([name], queue.consumers)
+            prefetched.add_metric([name], queue.prefetched)
         yield jobs
         yield consumers
         yield prefetched
@@ -104,8 +111,9 @@ class _SnapshotCollector:
             "celery_worker_active_tasks", "Tasks the worker is running.", labels=["worker"]
         )
         for worker in self._snapshot.workers.values():
-            up.add_metric([worker.hostname], 1 if worker.up else 0)
-            active.add_metric([worker.hostname], worker.active if worker.up else 0)
+            name = self._label(worker.hostname)
+            up.add_metric([name], 1 if worker.up else 0)
+            active.add_metric([name], worker.active if worker.up else 0)
         yield up
         yield active
 
@@ -117,8 +125,9 @@ class _SnapshotCollector:
             "(succeeded, failed, retried, revoked, rejected), from the event stream.",
             labels=["queue", "task", "outcome"],
         )
+        label = self._label
         for (queue, task, outcome), value in sorted(stats.outcomes.items()):
-            outcomes.add_metric([queue, task, outcome], value)
+            outcomes.add_metric([label(queue), label(task), outcome], value)
         yield outcomes
         runtime = Histograms(
             "celery_task_runtime_seconds",
@@ -126,7 +135,7 @@ class _SnapshotCollector:
             labels=("queue", "task"),
         )
         for (queue, task), data in sorted(stats.runtime.items()):
-            runtime.add((queue, task), data)
+            runtime.add((label(queue), label(task)), data)
         yield runtime
         wait = Histograms(
             "celery_task_queue_wait_seconds",
@@ -134,7 +143,7 @@ class _SnapshotCollector:
             labels=("queue",),
         )
         for queue, data in sorted(stats.queue_wait.items()):
-            wait.add((queue,), data)
+            wait.add((label(queue),), data)
         yield wait
 
     def _self_metrics(self) -> Iterator[Family]:
@@ -205,6 +214,13 @@ class _SnapshotCollector:
         yield _gauge("celery_exporter_folded_task_names",
                      "Distinct task names reported as task=\"other\" past the name limit.",
                      snap.stats.folded_task_names)
+        yield _gauge("celery_exporter_folded_task_series",
+                     "Distinct (queue, task) pairs reported as task=\"other\" of their queue "
+                     "past --max-task-series.",
+                     snap.stats.folded_task_series)
+        yield _gauge("celery_exporter_dropped_queue_names",
+                     "Distinct queue names not reported at all past --max-queues.",
+                     snap.dropped_queue_names)
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:

@@ -6,8 +6,10 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
 
+from exporter.cardinality import QueueAdmission
 from exporter.history import JobHistory
 from exporter.jobstore import Job
+from exporter.protocol.limits import InputLimits
 from exporter.redis_client import connect, parse_endpoint
 from exporter.refresher import Refresher
 from exporter.render import RenderedMetrics, render
@@ -23,15 +25,17 @@ log = logging.getLogger(__name__)
 
 
 def make_tracker(settings: Settings) -> TaskTracker:
-    """The tracker with the configured retention, task-name limit and histogram buckets."""
+    """The tracker with the configured retention, label limits and histogram buckets."""
     return TaskTracker(
         limits=settings.retention,
         stats=TaskStats(
             max_task_names=settings.max_task_names,
+            max_task_series=settings.max_task_series,
             runtime_buckets=settings.runtime_buckets,
             queue_wait_buckets=settings.queue_wait_buckets,
         ),
         max_tracked_jobs=settings.max_tracked_jobs,
+        queues=QueueAdmission(settings.max_queues, settings.queues),
     )
 
 
@@ -51,7 +55,8 @@ class Runtime:
         self._client = connect(endpoint, transport)
         self.tracker = make_tracker(settings)
         history = (
-            JobHistory(self._client, settings.history_prefix, settings.retention)
+            JobHistory(self._client, settings.history_prefix, settings.retention,
+                       settings.input_limits)
             if settings.history else None
         )
         self._pager = QueuePager(self._client, transport)
@@ -63,6 +68,8 @@ class Runtime:
                 transport,
                 configured_queues=settings.queues,
                 discovery_interval=settings.discovery_interval,
+                admission=self.tracker.queues,
+                limits=settings.input_limits,
             ),
             WorkersSource(self._inspect_app, settings.inspect_timeout),
             self.tracker,
@@ -79,6 +86,7 @@ class Runtime:
                 on_state=lambda connected, again: self.tracker.mark_stream(
                     connected, reconnected=again
                 ),
+                limits=settings.input_limits,
             )
         self._rendered: RenderedMetrics | None = None
         self._enabler: threading.Thread | None = None
@@ -97,6 +105,11 @@ class Runtime:
     def page_waiting(self, queue: str, offset: int, limit: int) -> tuple[list[bytes], int]:
         """A page of a queue's waiting messages, next to run first (reads the broker)."""
         return self._pager.page(queue, offset, limit)
+
+    @property
+    def input_limits(self) -> InputLimits:
+        """What one broker message may cost to decode (--max-message-bytes)."""
+        return self.settings.input_limits
 
     def lookup(self, task_ids: Iterable[str]) -> Mapping[str, Job]:
         """What the events told about in-flight jobs."""

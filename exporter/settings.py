@@ -10,7 +10,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from exporter.cardinality import (
+    DEFAULT_MAX_LABEL_LENGTH,
+    DEFAULT_MAX_QUEUES,
+    DEFAULT_MAX_TASK_SERIES,
+)
 from exporter.jobstore import RetentionLimits
+from exporter.protocol.limits import DEFAULT_MAX_MESSAGE_BYTES, InputLimits
 
 if TYPE_CHECKING:
     from exporter.auth import ApiKey, MetricsCredentials
@@ -109,6 +115,10 @@ class Settings:
     retention_max_age: float = 0.0
     max_task_names: int = 500
     max_tracked_jobs: int = 100_000
+    max_queues: int = DEFAULT_MAX_QUEUES
+    max_task_series: int = DEFAULT_MAX_TASK_SERIES
+    max_label_length: int = DEFAULT_MAX_LABEL_LENGTH
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     runtime_buckets: tuple[float, ...] = DEFAULT_RUNTIME_BUCKETS
     queue_wait_buckets: tuple[float, ...] = DEFAULT_QUEUE_WAIT_BUCKETS
     state_dir: str | None = None
@@ -125,6 +135,11 @@ class Settings:
         return RetentionLimits(
             self.completed_retention, self.failed_retention, self.retention_max_age
         )
+
+    @property
+    def input_limits(self) -> InputLimits:
+        """What one message read from the broker may cost to decode."""
+        return InputLimits(max_message_bytes=self.max_message_bytes)
 
     @property
     def redacted_broker_url(self) -> str:

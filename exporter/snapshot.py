@@ -10,9 +10,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from exporter.cardinality import DEFAULT_MAX_LABEL_LENGTH, QueueAdmission
 from exporter.jobstore import Job
+from exporter.protocol.replies import WorkerReply, WorkerTask
 from exporter.sources.broker import BrokerReading, resolve_queue
-from exporter.sources.workers import WorkerReply, WorkersReading, WorkerTask
+from exporter.sources.workers import WorkersReading
 from exporter.taskstats import TaskStatsData
 from exporter.tracker import TrackerView
 
@@ -101,6 +103,10 @@ class Snapshot:
         default_factory=dict
     )
     job_details: Mapping[str, Job] = field(default_factory=dict)
+    #: Distinct queue names not reported because of --max-queues.
+    dropped_queue_names: int = 0
+    #: Longest label value in the exposition (--max-label-length).
+    max_label_length: int = DEFAULT_MAX_LABEL_LENGTH
 
     @property
     def broker_up(self) -> bool:
@@ -129,6 +135,7 @@ class SnapshotInputs:
     worker_timeout: float
     now: float
     forget_after: float = 3600.0
+    admission: QueueAdmission | None = None
 
 
 def live_workers(inputs: SnapshotInputs) -> dict[str, WorkerState]:
@@ -237,6 +244,8 @@ def build_queue_states(
         names.add(placement.queue)
         tally = by_queue.setdefault(placement.queue, {})
         tally[placement.status] = tally.get(placement.status, 0) + 1
+    if inputs.admission is not None:
+        names = inputs.admission.admitted(names)  # past --max-queues: not reported
 
     states: dict[str, QueueState] = {}
     for name in sorted(names):

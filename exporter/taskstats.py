@@ -6,6 +6,8 @@ from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from exporter.cardinality import DEFAULT_MAX_TASK_SERIES, DistinctCount
+
 OTHER_TASK = "other"
 
 
@@ -53,10 +55,15 @@ class TaskStatsData:
     runtime: dict[tuple[str, str], HistogramData]
     queue_wait: dict[str, HistogramData]
     folded_task_names: int
+    folded_task_series: int = 0
 
 
 class TaskStats:
-    """Counters by (queue, task, outcome) and histograms; task names fold past a limit."""
+    """Counters by (queue, task, outcome) and histograms, with bounded label values.
+
+    Task names fold into `other` past `max_task_names` distinct names, and a (queue,
+    task) pair into (queue, `other`) past `max_task_series` pairs.
+    """
 
     def __init__(
         self,
@@ -64,12 +71,16 @@ class TaskStats:
         max_task_names: int,
         runtime_buckets: Sequence[float],
         queue_wait_buckets: Sequence[float],
+        max_task_series: int = DEFAULT_MAX_TASK_SERIES,
     ) -> None:
         self._max_task_names = max_task_names
+        self._max_task_series = max_task_series
         self._runtime_buckets = tuple(runtime_buckets)
         self._queue_wait_buckets = tuple(queue_wait_buckets)
         self._task_names: set[str] = set()
-        self._folded: set[str] = set()
+        self._folded = DistinctCount()
+        self._pairs: set[tuple[str, str]] = set()
+        self._folded_pairs = DistinctCount()
         self._outcomes: dict[tuple[str, str, str], int] = {}
         self._runtime: dict[tuple[str, str], Histogram] = {}
         self._queue_wait: dict[str, Histogram] = {}
@@ -86,20 +97,31 @@ class TaskStats:
         self._folded.add(name)
         return OTHER_TASK
 
+    def pair_label(self, queue: str, name: str | None) -> str:
+        """The task label of a (queue, task) pair: `other` past the pair budget."""
+        label = self.task_label(name)
+        if label == OTHER_TASK or (queue, label) in self._pairs:
+            return label
+        if len(self._pairs) < self._max_task_series:
+            self._pairs.add((queue, label))
+            return label
+        self._folded_pairs.add(f"{queue}\x00{label}")
+        return OTHER_TASK
+
     def touch(self, queue: str, task: str | None, outcomes: Sequence[str]) -> None:
         """Create a (queue, task) pair's counters at 0, so rates exist before the first end."""
-        label = self.task_label(task)
+        label = self.pair_label(queue, task)
         for outcome in outcomes:
             self._outcomes.setdefault((queue, label, outcome), 0)
 
     def count(self, queue: str, task: str | None, outcome: str) -> None:
         """Add one to the (queue, task, outcome) counter."""
-        key = (queue, self.task_label(task), outcome)
+        key = (queue, self.pair_label(queue, task), outcome)
         self._outcomes[key] = self._outcomes.get(key, 0) + 1
 
     def observe_runtime(self, queue: str, task: str | None, seconds: float) -> None:
         """Record how long one execution took."""
-        key = (queue, self.task_label(task))
+        key = (queue, self.pair_label(queue, task))
         histogram = self._runtime.get(key)
         if histogram is None:
             histogram = self._runtime[key] = Histogram(self._runtime_buckets)
@@ -119,4 +141,5 @@ class TaskStats:
             runtime={k: h.data() for k, h in self._runtime.items()},
             queue_wait={k: h.data() for k, h in self._queue_wait.items()},
             folded_task_names=len(self._folded),
+            folded_task_series=len(self._folded_pairs),
         )

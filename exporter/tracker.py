@@ -11,9 +11,10 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
+from exporter.cardinality import DEFAULT_MAX_QUEUES, QueueAdmission
 from exporter.jobstore import (
+    MAX_FAILURES,
     MAX_TRACEBACK,
     Interner,
     Job,
@@ -22,10 +23,16 @@ from exporter.jobstore import (
     clip,
     pack_traceback,
 )
-from exporter.sources.messages import MalformedMessage, parse_eta
+from exporter.protocol.errors import MalformedMessage
+from exporter.protocol.events import Event
+from exporter.protocol.messages import parse_eta
 from exporter.taskstats import TaskStats, TaskStatsData
 
 OUTCOMES = ("succeeded", "failed", "retried", "revoked", "rejected")
+#: Workers remembered from events (least recently heard of forgotten first), and task
+#: names whose queue is remembered: bounds against a broker full of invented names.
+MAX_WORKERS = 2_000
+MAX_ROUTES = 10_000
 #: Ids of the latest finished jobs, remembered so that a worker reply taken a moment
 #: before a job ended does not count it as still running.
 RECENTLY_FINISHED = 20_000
@@ -95,8 +102,11 @@ class TaskTracker:
         stats: TaskStats,
         max_tracked_jobs: int = 100_000,
         clock: Callable[[], float] = time.time,
+        queues: QueueAdmission | None = None,
     ) -> None:
         self.lock = threading.Lock()
+        #: Which queue names are reported (shared with the snapshot's builder).
+        self.queues = queues if queues is not None else QueueAdmission(DEFAULT_MAX_QUEUES)
         self.store = JobStore(limits)
         self.stats = stats
         self._clock = clock
@@ -105,7 +115,7 @@ class TaskTracker:
         self._active: dict[str, Job] = {}
         self._task_queue: dict[str, str] = {}
         self._queues_seen: set[str] = set()
-        self._workers: dict[str, WorkerSeen] = {}
+        self._workers: OrderedDict[str, WorkerSeen] = OrderedDict()  # least recent first
         self._worker_queues: dict[str, tuple[str, ...]] = {}
         self._gaps: dict[str, _HeartbeatGap] = {}
         self._intern = Interner()
@@ -120,7 +130,7 @@ class TaskTracker:
         self._stream_seconds_lost = 0.0
         self._stream_lost_at: float | None = None  # monotonic, while a subscription is lost
         self._monotonic = time.monotonic
-        self._handlers: dict[str, Callable[[dict[str, Any]], None]] = {
+        self._task_handlers: dict[str, Callable[[Event, str, float], None]] = {
             "task-sent": self._on_sent,
             "task-received": self._on_received,
             "task-started": self._on_started,
@@ -129,6 +139,8 @@ class TaskTracker:
             "task-retried": self._on_retried,
             "task-revoked": self._on_revoked,
             "task-rejected": self._on_rejected,
+        }
+        self._worker_handlers: dict[str, Callable[[Event, str], None]] = {
             "worker-online": self._on_worker,
             "worker-heartbeat": self._on_worker,
             "worker-offline": self._on_worker_offline,
@@ -136,17 +148,30 @@ class TaskTracker:
 
     # -- feeding -----------------------------------------------------------------
 
-    def apply_batch(self, events: Iterable[dict[str, Any]], undecodable: int = 0) -> None:
-        """Apply decoded events in order; count those that could not be decoded."""
+    def apply_batch(self, events: Iterable[Event], undecodable: int = 0) -> None:
+        """Apply decoded events in order; count those that could not be decoded.
+
+        A task event needs its `uuid` and `timestamp`, a worker event its `hostname`;
+        one without them, or with an unreadable ETA, is counted and skipped.
+        """
         with self.lock:
             self.events_undecodable += undecodable
-            handlers = self._handlers
+            task_handlers = self._task_handlers
+            worker_handlers = self._worker_handlers
             for event in events:
                 self.events_received += 1
                 try:
-                    handler = handlers.get(event["type"])
+                    handler = task_handlers.get(event.type)
                     if handler is not None:
-                        handler(event)
+                        if event.uuid is None or event.timestamp is None:
+                            raise MalformedMessage("task event without uuid or timestamp")
+                        handler(event, event.uuid, event.timestamp)
+                        continue
+                    worker_handler = worker_handlers.get(event.type)
+                    if worker_handler is not None:
+                        if event.hostname is None:
+                            raise MalformedMessage("worker event without hostname")
+                        worker_handler(event, event.hostname)
                 except (MalformedMessage, TypeError, ValueError, KeyError, AttributeError):
                     self.events_undecodable += 1
 
@@ -165,9 +190,9 @@ class TaskTracker:
                 job = self._inflight.get(task_id)
                 if job is not None and job.queue is None:
                     job.queue = queue
-                    self._queues_seen.add(queue)
+                    self._see_queue(queue)
                 if job is not None and job.name:
-                    self._task_queue[job.name] = job.queue or queue
+                    self._route(job.name, job.queue or queue)
             self._worker_queues = dict(worker_queues)
 
     def mark_stream(self, connected: bool, *, reconnected: bool = False) -> None:
@@ -251,9 +276,9 @@ class TaskTracker:
         restored = 0
         with self.lock:
             for job in jobs:
+                if not self._see_queue(job.queue or "unknown"):
+                    continue
                 self.store.restore(job)
-                if job.queue:
-                    self._queues_seen.add(job.queue)
                 restored += 1
         return restored
 
@@ -267,11 +292,10 @@ class TaskTracker:
 
     # -- event handlers (called with the lock held) ------------------------------------
 
-    def _job(self, event: dict[str, Any]) -> Job:
-        task_id = event["uuid"]
+    def _job(self, task_id: str) -> Job:
         job = self._inflight.get(task_id)
         if job is None:
-            job = Job(str(task_id))
+            job = Job(task_id)
             self._inflight[task_id] = job
             if len(self._inflight) > self._max_tracked:
                 _, evicted = self._inflight.popitem(last=False)
@@ -279,7 +303,22 @@ class TaskTracker:
                 self.jobs_evicted += 1
         return job
 
-    def _queue_of(self, job: Job) -> str:
+    def _see_queue(self, queue: str) -> bool:
+        """Note a queue the events name; False if it is past --max-queues (not reported)."""
+        if queue in self._queues_seen:
+            return True
+        if not self.queues.admit(queue):
+            return False
+        self._queues_seen.add(queue)
+        return True
+
+    def _route(self, task_name: str, queue: str) -> None:
+        """Remember the queue a task name was last sent to (for events that name none)."""
+        if task_name in self._task_queue or len(self._task_queue) < MAX_ROUTES:
+            self._task_queue[task_name] = queue
+
+    def _queue_of(self, job: Job) -> str | None:
+        """The job's queue as reported, or None if it is past --max-queues."""
         if job.queue is None:
             queue = self._task_queue.get(job.name or "")
             if queue is None and job.hostname:
@@ -288,69 +327,63 @@ class TaskTracker:
                     queue = consumed[0]
             job.queue = queue
         queue = job.queue or "unknown"
-        self._queues_seen.add(queue)
-        return queue
+        return queue if self._see_queue(queue) else None
 
-    def _describe(self, job: Job, event: dict[str, Any]) -> None:
-        name = event.get("name")
-        if name:
-            job.name = name
-        if event.get("args") is not None:
-            job.args = clip(event["args"])
-        if event.get("kwargs") is not None:
-            job.kwargs = clip(event["kwargs"])
+    def _describe(self, job: Job, event: Event) -> None:
+        if event.name:
+            job.name = event.name
+        if event.args is not None:
+            job.args = clip(event.args)
+        if event.kwargs is not None:
+            job.kwargs = clip(event.kwargs)
 
-    def _on_sent(self, event: dict[str, Any]) -> None:
-        job = self._job(event)
+    def _on_sent(self, event: Event, task_id: str, sent_at: float) -> None:
+        eta = parse_eta(event.eta)
+        job = self._job(task_id)
         self._describe(job, event)
-        queue = event.get("queue") or event.get("routing_key")
+        queue = event.queue or event.routing_key
         if queue:
-            job.queue = str(queue)
-            self._queues_seen.add(job.queue)
-            if job.name:
-                self._task_queue[job.name] = job.queue
-                self.stats.touch(job.queue, job.name, OUTCOMES)
-        sent_at = float(event["timestamp"])
+            job.queue = queue
+            if self._see_queue(queue) and job.name:
+                self._route(job.name, queue)
+                self.stats.touch(queue, job.name, OUTCOMES)
         if job.sent_at is None:
             job.sent_at = sent_at
-        eta = parse_eta(event.get("eta"))
         job.ready_at = max(sent_at, eta) if eta is not None else sent_at
         job.state = "sent"
 
-    def _on_received(self, event: dict[str, Any]) -> None:
-        job = self._job(event)
+    def _on_received(self, event: Event, task_id: str, received_at: float) -> None:
+        eta = parse_eta(event.eta)
+        job = self._job(task_id)
         self._describe(job, event)
-        received_at = float(event["timestamp"])
         if job.received_at is None:
             job.received_at = received_at
-        job.hostname = event.get("hostname")
-        eta = parse_eta(event.get("eta"))
+        job.hostname = event.hostname
         if job.ready_at is None or eta is not None:
             job.ready_at = max(received_at, eta) if eta is not None else received_at
         job.state = "received"
 
-    def _on_started(self, event: dict[str, Any]) -> None:
-        job = self._job(event)
-        started_at = float(event["timestamp"])
+    def _on_started(self, event: Event, task_id: str, started_at: float) -> None:
+        job = self._job(task_id)
         job.started_at = started_at
-        job.hostname = event.get("hostname") or job.hostname
+        job.hostname = event.hostname or job.hostname
         job.attempts += 1
         job.state = "started"
         self._active[job.id] = job
         queue = self._queue_of(job)
-        if job.ready_at is not None:
+        if job.ready_at is not None and queue is not None:
             self.stats.observe_queue_wait(queue, started_at - job.ready_at)
         job.ready_at = None
         gap = self._gaps.get(job.hostname or "")
         if gap is not None:
             gap.started_since += 1
 
-    def _finish(self, event: dict[str, Any], state: str, outcome: str) -> Job:
-        task_id = event["uuid"]
-        job = self._inflight.get(task_id) or Job(str(task_id))
-        finished_at = float(event["timestamp"])
+    def _finish(
+        self, event: Event, task_id: str, finished_at: float, state: str, outcome: str
+    ) -> Job:
+        job = self._inflight.get(task_id) or Job(task_id)
         job.finished_at = finished_at
-        job.hostname = event.get("hostname") or job.hostname
+        job.hostname = event.hostname or job.hostname
         job.state = state
         self._active.pop(job.id, None)
         self._inflight.pop(job.id, None)
@@ -358,26 +391,31 @@ class TaskTracker:
         if len(self._recently_finished) > RECENTLY_FINISHED:
             self._recently_finished.popitem(last=False)
         queue = self._queue_of(job)
+        if queue is None:
+            return job
         self.stats.touch(queue, job.name, OUTCOMES)
         self.stats.count(queue, job.name, outcome)
-        runtime = event.get("runtime")
-        if isinstance(runtime, int | float):
-            self.stats.observe_runtime(queue, job.name, float(runtime))
+        if event.runtime is not None:
+            self.stats.observe_runtime(queue, job.name, event.runtime)
         elif job.started_at is not None and outcome == "failed":
             self.stats.observe_runtime(queue, job.name, finished_at - job.started_at)
         return job
 
-    def _record_failure(self, job: Job, event: dict[str, Any]) -> None:
+    def _record_failure(self, job: Job, event: Event) -> None:
         failure = (
-            self._intern(clip(event.get("exception"))),
-            pack_traceback(clip(event.get("traceback"), MAX_TRACEBACK)),
+            self._intern(clip(event.exception)),
+            pack_traceback(clip(event.traceback, MAX_TRACEBACK)),
         )
         if job.failures is None:
             job.failures = [failure]
         else:
             job.failures.append(failure)
+            if len(job.failures) > MAX_FAILURES:
+                del job.failures[0]
 
     def _keep(self, job: Job) -> None:
+        if not self._see_queue(job.queue or "unknown"):
+            return  # past --max-queues: not reported
         self.store.add(job)
         self._unsaved_of(job).append(job)
 
@@ -391,65 +429,73 @@ class TaskTracker:
             unsaved = self._unsaved[key] = deque(maxlen=max(limit, 1))
         return unsaved
 
-    def _on_succeeded(self, event: dict[str, Any]) -> None:
-        job = self._finish(event, "succeeded", "succeeded")
-        job.result = clip(event.get("result"))
+    def _on_succeeded(self, event: Event, task_id: str, at: float) -> None:
+        job = self._finish(event, task_id, at, "succeeded", "succeeded")
+        job.result = clip(event.result)
         self._keep(job)
 
-    def _on_failed(self, event: dict[str, Any]) -> None:
-        job = self._finish(event, "failed", "failed")
+    def _on_failed(self, event: Event, task_id: str, at: float) -> None:
+        job = self._finish(event, task_id, at, "failed", "failed")
         self._record_failure(job, event)
         self._keep(job)
 
-    def _on_retried(self, event: dict[str, Any]) -> None:
-        job = self._job(event)
+    def _on_retried(self, event: Event, task_id: str, at: float) -> None:
+        job = self._job(task_id)
         self._record_failure(job, event)
-        job.hostname = event.get("hostname") or job.hostname
+        job.hostname = event.hostname or job.hostname
         job.state = "retried"
         self._active.pop(job.id, None)
-        self.stats.count(self._queue_of(job), job.name, "retried")
+        queue = self._queue_of(job)
+        if queue is not None:
+            self.stats.count(queue, job.name, "retried")
 
-    def _on_revoked(self, event: dict[str, Any]) -> None:
-        job = self._finish(event, "revoked", "revoked")
-        del job
+    def _on_revoked(self, event: Event, task_id: str, at: float) -> None:
+        self._finish(event, task_id, at, "revoked", "revoked")
 
-    def _on_rejected(self, event: dict[str, Any]) -> None:
-        job = self._job(event)
-        if event.get("requeue"):
+    def _on_rejected(self, event: Event, task_id: str, at: float) -> None:
+        if event.requeue:
+            job = self._job(task_id)
             job.state = "pending"
             self._active.pop(job.id, None)
-            self.stats.count(self._queue_of(job), job.name, "rejected")
+            queue = self._queue_of(job)
+            if queue is not None:
+                self.stats.count(queue, job.name, "rejected")
             return
-        self._finish(event, "rejected", "rejected")
+        self._finish(event, task_id, at, "rejected", "rejected")
 
-    def _on_worker(self, event: dict[str, Any]) -> None:
-        hostname = str(event["hostname"])
-        processed = event.get("processed")
-        active = event.get("active")
-        self._workers[hostname] = WorkerSeen(
+    def _on_worker(self, event: Event, hostname: str) -> None:
+        self._remember_worker(WorkerSeen(
             hostname=hostname,
             last_seen=self._clock(),
             online=True,
-            active=active if isinstance(active, int) else None,
-            processed=processed if isinstance(processed, int) else None,
-        )
-        if isinstance(processed, int):
-            self._account_gap(hostname, event.get("pid"), processed, active)
+            active=event.active,
+            processed=event.processed,
+        ))
+        if event.processed is not None:
+            self._account_gap(hostname, event.pid, event.processed, event.active)
 
-    def _account_gap(self, hostname: str, pid: object, processed: int, active: object) -> None:
+    def _remember_worker(self, seen: WorkerSeen) -> None:
+        self._workers[seen.hostname] = seen
+        self._workers.move_to_end(seen.hostname)
+        if len(self._workers) > MAX_WORKERS:
+            forgotten, _ = self._workers.popitem(last=False)
+            self._gaps.pop(forgotten, None)
+
+    def _account_gap(
+        self, hostname: str, pid: int | None, processed: int, active: int | None
+    ) -> None:
         gap = self._gaps.get(hostname)
         if gap is None or gap.pid != pid or processed < gap.base_processed:
             self._gaps[hostname] = _HeartbeatGap(pid, processed)
             return
-        in_flight = active if isinstance(active, int) else 0
+        in_flight = active or 0
         missing = (processed - gap.base_processed) - gap.started_since - in_flight
         if missing > gap.reported:
             self.events_lost += missing - gap.reported
             gap.reported = missing
 
-    def _on_worker_offline(self, event: dict[str, Any]) -> None:
-        hostname = str(event["hostname"])
-        self._workers[hostname] = WorkerSeen(hostname, self._clock(), False, 0, None)
+    def _on_worker_offline(self, event: Event, hostname: str) -> None:
+        self._remember_worker(WorkerSeen(hostname, self._clock(), False, 0, None))
         self._gaps.pop(hostname, None)
         for task_id in [i for i, job in self._active.items() if job.hostname == hostname]:
             self._active.pop(task_id, None)

@@ -15,15 +15,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from exporter.history import LOAD_CHUNK, SAVE_CHUNK, JobHistory
+from exporter.protocol.events import decode_event_message, events_from
 from exporter.redis_client import connect, parse_endpoint
 from exporter.refresher import Refresher
 from exporter.runtime import make_tracker
 from exporter.settings import Settings
 from exporter.sources.broker import BrokerSource
-from exporter.sources.events import decode_event_message
 from exporter.tracker import TaskTracker
 from tests.support.redis_server import RedisServer
 
@@ -36,8 +37,8 @@ def captured(kind: str) -> dict[str, Any]:
     """The first event of a kind that a real worker published."""
     for line in PAYLOADS.read_text().splitlines():
         for event in decode_event_message(json.loads(line)["data"].encode()):
-            if event["type"] == kind:
-                return event
+            if event.type == kind:
+                return msgspec.structs.asdict(event)
     raise AssertionError(f"no {kind} event captured")
 
 
@@ -91,7 +92,7 @@ def test_jobs_a_failed_save_could_not_write_are_saved_by_the_next_one(
     refresher, tracker, history = refresher_and_tracker
     refresher.refresh_once()  # loads the (empty) history
     before, events = failed_task_events(100, "work", start=1_000.0)
-    tracker.apply_batch(events)
+    tracker.apply_batch(events_from(events))
     refresher.refresh_once()
     assert saved_ids(history) == before[::-1]
 
@@ -99,7 +100,7 @@ def test_jobs_a_failed_save_could_not_write_are_saved_by_the_next_one(
     admin.config_set("maxmemory-policy", "noeviction")
     admin.config_set("maxmemory", "1")  # every write is refused with OOM from now on
     during, events = failed_task_events(2 * SAVE_CHUNK, "work", start=2_000.0)
-    tracker.apply_batch(events)
+    tracker.apply_batch(events_from(events))
     snapshot = refresher.refresh_once()  # the save fails: the jobs wait for the next one
     assert snapshot.broker_up
     assert any("will retry" in r.getMessage() for r in caplog.records), caplog.text
@@ -119,7 +120,7 @@ def test_a_save_keeps_exactly_the_newest_jobs_across_chunks(
     refresher, tracker, history = refresher_and_tracker
     refresher.refresh_once()
     ids, events = failed_task_events(3 * SAVE_CHUNK + 7, "work", start=1_000.0)
-    tracker.apply_batch(events)
+    tracker.apply_batch(events_from(events))
     refresher.refresh_once()
     assert saved_ids(history) == ids[::-1][:FAILED_LIMIT]
 
@@ -130,7 +131,7 @@ def test_load_reads_in_bounded_chunks_newest_first(redis_server: RedisServer) ->
     client = connect(parse_endpoint(settings.broker_url), settings.transport)
     history = JobHistory(client, PREFIX, settings.retention)
     ids, events = failed_task_events(LOAD_CHUNK + 30, "bulk", start=1_000.0)
-    tracker.apply_batch(events)
+    tracker.apply_batch(events_from(events))
     jobs = tracker.take_unsaved()
     for start in range(0, len(jobs), SAVE_CHUNK):
         history.save(jobs[start : start + SAVE_CHUNK])

@@ -26,16 +26,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kombu.entity import Exchange, Queue
 
-from exporter.settings import TransportOptions
-from exporter.sources.broker import BrokerSource
-from exporter.sources.events import decode_event_message
-from exporter.sources.messages import (
+from exporter.protocol.events import Event, decode_event_message
+from exporter.protocol.messages import (
     MalformedMessage,
     TaskMessage,
     load_envelope,
     parse_task_message,
     parse_unacked_entry,
 )
+from exporter.settings import TransportOptions
+from exporter.sources.broker import BrokerSource
 from tests.support.celery_worker import CeleryWorker
 from tests.support.redis_server import RedisServer
 from tests.support.wait import wait_until
@@ -610,7 +610,7 @@ def test_fuzz_envelope_structures(envelope: Any, exchange: Any, routing_key: Any
     events = malformed_or_value(decode_event_message, encoded)
     if events is not None:
         assert isinstance(events, list)
-        assert all(isinstance(e, dict) and "type" in e for e in events)
+        assert all(isinstance(e, Event) and isinstance(e.type, str) for e in events)
 
 
 @FUZZ
@@ -627,4 +627,4 @@ def test_fuzz_event_bodies(value: Any) -> None:
     ):
         events = malformed_or_value(decode_event_message, orjson.dumps(envelope))
         if events is not None:
-            assert all(isinstance(e, dict) and "type" in e for e in events)
+            assert all(isinstance(e, Event) and isinstance(e.type, str) for e in events)

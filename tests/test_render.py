@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 import redis
 from celery import Celery
@@ -21,6 +22,7 @@ from prometheus_client.openmetrics.parser import (
 )
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
+from exporter.protocol.events import decode_event_message, events_from
 from exporter.redis_client import connect, parse_endpoint
 from exporter.refresher import Refresher
 from exporter.render import RenderedMetrics, render
@@ -28,7 +30,6 @@ from exporter.runtime import make_tracker
 from exporter.settings import Settings
 from exporter.snapshot import STATUSES, Snapshot
 from exporter.sources.broker import BrokerSource
-from exporter.sources.events import decode_event_message
 from exporter.sources.workers import WorkersSource, make_inspect_app
 from exporter.tracker import TaskTracker
 from tests.support.celery_worker import CeleryWorker
@@ -46,7 +47,8 @@ CONFIGURED = ("alpha", "beta", "empty")
 
 def captured_events() -> list[list[dict[str, Any]]]:
     with PAYLOADS.open(encoding="utf-8") as fh:
-        return [decode_event_message(json.loads(line)["data"].encode()) for line in fh]
+        payloads = [json.loads(line)["data"].encode() for line in fh]
+    return [[msgspec.structs.asdict(e) for e in decode_event_message(p)] for p in payloads]
 
 
 def finished_per_queue() -> dict[str, tuple[int, int]]:
@@ -86,7 +88,7 @@ def built(redis_server: RedisServer) -> Iterator[Built]:
                 app.send_task("tests.add", args=(index, 1), queue=queue, priority=index * 4)
         tracker = make_tracker(settings)
         for batch in captured_events():
-            tracker.apply_batch(batch)
+            tracker.apply_batch(events_from(batch))
         broker = BrokerSource(
             client, settings.transport, configured_queues=settings.queues, discovery_interval=0
         )

@@ -17,10 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from exporter.jobstore import MAX_TRACEBACK, Job, RetentionLimits, clip
-from exporter.sources.events import decode_event_message
+from exporter.protocol.errors import MalformedMessage
+from exporter.protocol.events import decode_event_message, events_from
 from exporter.taskstats import OTHER_TASK, TaskStats
 from exporter.tracker import OUTCOMES, TaskTracker
 
@@ -44,8 +46,24 @@ def load_batches() -> list[list[Event]]:
     with PAYLOADS.open(encoding="utf-8") as fh:
         for line in fh:
             record = json.loads(line)
-            batches.append(decode_event_message(record["data"].encode()))
+            batches.append([as_dict(e) for e in decode_event_message(record["data"].encode())])
     return batches
+
+
+def as_dict(event: Any) -> Event:
+    """A decoded event as a plain mapping of the fields it has (for the model below)."""
+    return {k: v for k, v in msgspec.structs.asdict(event).items() if v is not None}
+
+
+def apply(tracker: TaskTracker, events: Iterable[Event], undecodable: int = 0) -> None:
+    """Hand events over as the stream does: each checked at the boundary, bad ones counted."""
+    good = []
+    for event in events:
+        try:
+            good.extend(events_from([event]))
+        except MalformedMessage:
+            undecodable += 1
+    tracker.apply_batch(good, undecodable)
 
 
 BATCHES = load_batches()
@@ -76,7 +94,7 @@ def make_tracker(
 def feed(tracker: TaskTracker, batches: Iterable[list[Event]]) -> None:
     """Apply batches as the event stream does (one call per pub/sub payload)."""
     for batch in batches:
-        tracker.apply_batch(copy.deepcopy(batch))
+        apply(tracker, copy.deepcopy(batch))
 
 
 def rewrite(batches: list[list[Event]], copy_index: int, shift: float) -> list[list[Event]]:
@@ -410,7 +428,7 @@ def test_finishing_an_untracked_job_evicts_nothing() -> None:
     succeeded = next(e for e in EVENTS if e["type"] == "task-succeeded")
     # ids[0] was evicted earlier and now ends; so does a job never seen at all.
     for uuid in (ids[0], "never-seen-before"):
-        tracker.apply_batch([{**succeeded, "uuid": uuid, "timestamp": succeeded["timestamp"]}])
+        apply(tracker, [{**succeeded, "uuid": uuid, "timestamp": succeeded["timestamp"]}])
 
     view = tracker.view()
     assert sorted(job.task_id for job in view.active) == running
@@ -493,17 +511,17 @@ def test_dropped_task_started_events_are_counted_lost(dropped: int) -> None:
 
     # Later heartbeats say more tasks ran than were seen starting.
     processed = BATCHES[first_heartbeat][0]["processed"]
-    tracker.apply_batch([_heartbeat(processed + 4, active=1, shift=10)])
+    apply(tracker, [_heartbeat(processed + 4, active=1, shift=10)])
     assert tracker.view().events_lost == dropped + 3  # one is still running (active=1)
-    tracker.apply_batch([_heartbeat(processed + 4, active=0, shift=12)])
+    apply(tracker, [_heartbeat(processed + 4, active=0, shift=12)])
     assert tracker.view().events_lost == dropped + 4
-    tracker.apply_batch([_heartbeat(processed + 4, active=0, shift=14)])
+    apply(tracker, [_heartbeat(processed + 4, active=0, shift=14)])
     assert tracker.view().events_lost == dropped + 4  # the same gap is counted once
 
     # A started event seen later closes nothing already reported, and adds nothing.
     started = next(e for e in EVENTS if e["type"] == "task-started")
-    tracker.apply_batch([{**started, "uuid": "late", "timestamp": started["timestamp"] + 15}])
-    tracker.apply_batch([_heartbeat(processed + 5, active=0, shift=16)])
+    apply(tracker, [{**started, "uuid": "late", "timestamp": started["timestamp"] + 15}])
+    apply(tracker, [_heartbeat(processed + 5, active=0, shift=16)])
     assert tracker.view().events_lost == dropped + 4
 
 
@@ -514,12 +532,12 @@ def test_worker_restart_resets_the_gap_baseline() -> None:
         i for i, b in enumerate(BATCHES) if b[0]["type"] == "worker-heartbeat"
     )])
     base = _heartbeat(100, active=0, shift=0, pid=999_999)
-    tracker.apply_batch([base])
+    apply(tracker, [base])
     assert tracker.view().events_lost == 0  # new pid: new baseline, no loss
-    tracker.apply_batch([_heartbeat(102, active=0, shift=1, pid=999_999)])
+    apply(tracker, [_heartbeat(102, active=0, shift=1, pid=999_999)])
     assert tracker.view().events_lost == 2
-    tracker.apply_batch([_heartbeat(1, active=0, shift=2, pid=999_999)])
-    tracker.apply_batch([_heartbeat(1, active=0, shift=3, pid=999_999)])
+    apply(tracker, [_heartbeat(1, active=0, shift=2, pid=999_999)])
+    apply(tracker, [_heartbeat(1, active=0, shift=3, pid=999_999)])
     assert tracker.view().events_lost == 2
 
 
@@ -527,32 +545,43 @@ def test_worker_restart_resets_the_gap_baseline() -> None:
 
 
 @pytest.mark.parametrize(
-    "event",
+    ("event", "refused_at_the_boundary"),
     [
-        {"type": "task-sent"},
-        {"type": "task-started", "uuid": "x", "timestamp": "noon"},
-        {"type": "task-succeeded", "uuid": "x"},
-        {"type": "worker-heartbeat"},
-        {"type": ["task-sent"]},
-        {"type": {"nested": "type"}},
+        ({"type": "task-sent"}, False),
+        ({"type": "task-started", "uuid": "x", "timestamp": "noon"}, True),
+        ({"type": "task-succeeded", "uuid": "x"}, False),
+        ({"type": "worker-heartbeat"}, False),
+        ({"type": ["task-sent"]}, True),
+        ({"type": {"nested": "type"}}, True),
+        ({"type": "task-started", "uuid": "x", "timestamp": 1, "hostname": ["x"]}, True),
+        ({"type": "task-received", "uuid": "x", "timestamp": 1, "name": ["x"]}, True),
+        ({"type": "task-sent", "uuid": "x", "timestamp": 1, "eta": "soon"}, False),
     ],
-    ids=["no-uuid", "bad-timestamp", "no-timestamp", "no-hostname", "type-list", "type-dict"],
+    ids=["no-uuid", "bad-timestamp", "no-timestamp", "no-hostname", "type-list", "type-dict",
+         "hostname-list", "name-list", "bad-eta"],
 )
-def test_malformed_event_is_counted_and_the_batch_goes_on(event: Event) -> None:
-    """A malformed event is counted undecodable; the events after it still apply."""
+def test_malformed_event_is_counted_and_the_batch_goes_on(
+    event: Event, refused_at_the_boundary: bool
+) -> None:
+    """A malformed event is counted undecodable; the events after it still apply.
+
+    Wrong types are refused by the typed decoder, before the tracker sees them; a
+    well-typed event that lacks what its kind needs is refused by the tracker.
+    """
     tracker = make_tracker()
     good = next(e for e in EVENTS if e["type"] == "task-sent")
-    tracker.apply_batch([event, good], undecodable=2)
+    apply(tracker, [event, good], undecodable=2)
     view = tracker.view()
     assert view.events_undecodable == 3
-    assert view.events_received == 2
+    assert view.events_received == (1 if refused_at_the_boundary else 2)
     assert good["queue"] in view.queues_seen
+    assert [job.task_id for job in view.active] == []
 
 
 def test_unknown_event_types_are_received_but_ignored() -> None:
     """Events of other types count as received and change nothing else."""
     tracker = make_tracker()
-    tracker.apply_batch([{"type": "task-custom", "uuid": "u"}, {"type": "something"}])
+    apply(tracker, [{"type": "task-custom", "uuid": "u"}, {"type": "something"}])
     view = tracker.view()
     assert view.events_received == 2
     assert view.events_undecodable == 0

@@ -29,7 +29,7 @@ SKIPPED_EVENTS = SkipLog("events")
 
 Identifier = Annotated[str, msgspec.Meta(max_length=MAX_IDENTIFIER)]
 Timestamp = Annotated[float, msgspec.Meta(ge=-1e11, le=1e11)]
-Count = Annotated[int, msgspec.Meta(ge=0)]
+Count = Annotated[int, msgspec.Meta(ge=0, le=2**53)]
 
 
 class Event(msgspec.Struct, gc=False):
@@ -56,7 +56,7 @@ class Event(msgspec.Struct, gc=False):
     requeue: bool | None = None
     processed: Count | None = None
     active: Count | None = None
-    pid: int | None = None
+    pid: Annotated[int, msgspec.Meta(ge=0, le=2**32)] | None = None
 
 
 EventBody = Event | list[Event]

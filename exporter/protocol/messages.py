@@ -44,7 +44,7 @@ class _DeliveryInfo(msgspec.Struct):
 
 class _Properties(msgspec.Struct):
     body_encoding: str | None = None
-    priority: int | None = None
+    priority: Annotated[int, msgspec.Meta(ge=0, le=255)] | None = None
     delivery_info: _DeliveryInfo | None = None
 
 
@@ -52,7 +52,7 @@ class _Headers(msgspec.Struct):
     id: Identifier | None = None
     task: Identifier | None = None
     eta: str | Timestamp | None = None
-    retries: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    retries: Annotated[int, msgspec.Meta(ge=0, le=2**31)] | None = None
     compression: str | None = None
 
 
@@ -60,7 +60,7 @@ class _Protocol1Body(msgspec.Struct):
     id: Identifier
     task: Identifier
     eta: str | Timestamp | None = None
-    retries: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    retries: Annotated[int, msgspec.Meta(ge=0, le=2**31)] | None = None
     args: Any = None
     kwargs: Any = None
 

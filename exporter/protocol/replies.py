@@ -77,7 +77,7 @@ class _Queue(msgspec.Struct):
 
 
 class _Pool(msgspec.Struct):
-    max_concurrency: Annotated[int, msgspec.Meta(ge=0)] | None = msgspec.field(
+    max_concurrency: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] | None = msgspec.field(
         name="max-concurrency", default=None
     )
 

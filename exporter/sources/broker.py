@@ -15,9 +15,13 @@ from typing import Any
 
 import redis
 
+from exporter.cardinality import QueueAdmission
+from exporter.protocol.errors import MalformedMessage
+from exporter.protocol.limits import DEFAULT_LIMITS, InputLimits
+from exporter.protocol.messages import parse_unacked_entry
+from exporter.protocol.skips import SkipLog
 from exporter.redis_client import as_text
 from exporter.settings import TransportOptions
-from exporter.sources.messages import MalformedMessage, parse_unacked_entry
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +70,8 @@ class BrokerSource:
         *,
         configured_queues: Iterable[str] = (),
         discovery_interval: float = 30.0,
+        admission: QueueAdmission | None = None,
+        limits: InputLimits = DEFAULT_LIMITS,
     ) -> None:
         self._client = client
         self._transport = transport
@@ -74,6 +80,9 @@ class BrokerSource:
         self._binding_keys: list[str] = []
         self._discovered_at = float("-inf")
         self._unacked_cache: dict[bytes, UnackedTask | None] = {}
+        self._admission = admission
+        self._limits = limits
+        self._skips = SkipLog("unacked")
 
     def read(self, extra_queues: Iterable[str] = ()) -> BrokerReading:
         """Read every known queue's lists and the unacked hash; raises redis errors."""
@@ -97,6 +106,8 @@ class BrokerSource:
         queues = set(self._configured) | set(extra_queues)
         for names in bound_queues.values():
             queues.update(names)
+        if self._admission is not None:  # past --max-queues: not read, not reported
+            queues = self._admission.admitted(sorted(queues))
         queue_list = sorted(queues)
 
         new_tags = [t for t in tags if t not in self._unacked_cache]
@@ -179,11 +190,11 @@ class BrokerSource:
             if value is None:
                 continue  # acknowledged between HKEYS and HMGET
             try:
-                message = parse_unacked_entry(value)
+                message = parse_unacked_entry(value, self._limits)
             except MalformedMessage as exc:
                 malformed += 1
                 self._unacked_cache[tag] = None
-                log.warning("skipping malformed unacked entry %r: %s", tag[:64], exc)
+                self._skips.skipped(f"entry {tag[:64]!r}: {exc}")
                 continue
             queue = resolve_queue(message.exchange, message.routing_key, bound_queues)
             self._unacked_cache[tag] = UnackedTask(

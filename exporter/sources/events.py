@@ -3,15 +3,14 @@
 Celery publishes each event as a kombu envelope (JSON) on the fanout channel
 ``{global_keyprefix}/{db}.celeryev/{routing key}``. The reader PSUBSCRIBEs on a
 dedicated connection, reads replies in batches (hiredis parses them) and decodes
-the JSON envelope and base64 body with orjson: no kombu consumer on the hot path.
+each payload with `exporter.protocol.events` (typed msgspec structs): no kombu
+consumer on the hot path.
 When Redis drops the subscription (a slow client) or goes away, the reader logs,
 counts the reconnect and subscribes again; it never exits while the sidecar runs.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
 import socket
 import threading
@@ -20,10 +19,10 @@ from collections.abc import Callable
 from typing import Any
 
 import hiredis
-import orjson
 import redis
 
-from exporter.sources.messages import MalformedMessage, decode_payload
+from exporter.protocol.events import Event, decode_batch
+from exporter.protocol.limits import DEFAULT_LIMITS, InputLimits
 
 log = logging.getLogger(__name__)
 
@@ -31,57 +30,7 @@ RECV_BYTES = 1 << 20
 READ_TIMEOUT = 1.0
 MAX_BACKOFF = 2.0
 
-Event = dict[str, Any]
 BatchHandler = Callable[[list[Event], int], None]
-
-
-def decode_event_message(data: bytes) -> list[Event]:
-    """Decode one pub/sub payload into its Celery event(s); raises MalformedMessage."""
-    try:
-        envelope = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise MalformedMessage(f"event envelope is not JSON: {exc}") from exc
-    if not isinstance(envelope, dict):
-        raise MalformedMessage("event envelope is not an object")
-    body = envelope.get("body")
-    if isinstance(body, str):
-        props = envelope.get("properties")
-        raw: bytes | str = body
-        if isinstance(props, dict) and props.get("body_encoding") == "base64":
-            try:
-                raw = base64.b64decode(body)
-            except (binascii.Error, ValueError) as exc:
-                raise MalformedMessage(f"event body is not base64: {exc}") from exc
-        content_type = envelope.get("content-type") or "application/json"
-        if content_type == "application/json":
-            try:
-                decoded = orjson.loads(raw)
-            except orjson.JSONDecodeError as exc:
-                raise MalformedMessage(f"event body is not JSON: {exc}") from exc
-        else:
-            payload = raw.encode() if isinstance(raw, str) else raw
-            decoded = decode_payload(str(content_type), payload)
-    else:
-        decoded = body
-    if isinstance(decoded, dict) and "type" in decoded:
-        return [decoded]
-    if isinstance(decoded, list) and all(isinstance(e, dict) and "type" in e for e in decoded):
-        return decoded
-    raise MalformedMessage("event body is not a Celery event")
-
-
-def decode_batch(payloads: list[bytes]) -> tuple[list[Event], int]:
-    """Decode many payloads; returns the events and how many payloads were undecodable."""
-    events: list[Event] = []
-    bad = 0
-    for data in payloads:
-        try:
-            events.extend(decode_event_message(data))
-        except MalformedMessage as exc:
-            bad += 1
-            if bad == 1:
-                log.warning("skipping undecodable event: %s", exc)
-    return events, bad
 
 
 class EventStream:
@@ -94,11 +43,13 @@ class EventStream:
         handle: BatchHandler,
         *,
         on_state: Callable[[bool, bool], None] = lambda connected, reconnected: None,
+        limits: InputLimits = DEFAULT_LIMITS,
     ) -> None:
         self._client = client
         self._pattern = pattern
         self._handle = handle
         self._on_state = on_state
+        self._limits = limits
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -181,7 +132,7 @@ class EventStream:
                 elif isinstance(reply, hiredis.ReplyError):
                     raise redis.ResponseError(str(reply))
             if payloads:
-                events, bad = decode_batch(payloads)
+                events, bad = decode_batch(payloads, self._limits)
                 try:
                     self._handle(events, bad)
                 except Exception:  # a bug in handling must not end the subscription

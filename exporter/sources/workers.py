@@ -17,36 +17,10 @@ from celery import Celery
 from kombu.messaging import Consumer
 from kombu.utils.uuid import uuid
 
-from exporter.sources.messages import MalformedMessage, parse_eta
+from exporter.protocol.replies import COMMANDS, WorkerReply, assemble_replies
+from exporter.redis_client import kombu_url
 
 log = logging.getLogger(__name__)
-
-COMMANDS = ("active", "reserved", "scheduled", "active_queues", "stats")
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerTask:
-    """A task a worker holds (running, prefetched or waiting for its ETA)."""
-
-    task_id: str
-    name: str | None
-    exchange: str | None
-    routing_key: str | None
-    eta: float | None = None
-    started_at: float | None = None
-
-
-@dataclass(frozen=True)
-class WorkerReply:
-    """Everything one worker answered in one round."""
-
-    hostname: str
-    queues: tuple[str, ...]
-    active: tuple[WorkerTask, ...]
-    reserved: tuple[WorkerTask, ...]
-    scheduled: tuple[WorkerTask, ...]
-    concurrency: int | None
-    complete: bool
 
 
 @dataclass(frozen=True)
@@ -109,79 +83,14 @@ class WorkersSource:
         )
 
 
-def assemble_replies(bodies: Mapping[str, Mapping[str, Any]]) -> tuple[dict[str, WorkerReply], int]:
-    """Combine the five commands' `{hostname: reply}` bodies into one reply per worker."""
-    hostnames: set[str] = set()
-    for body in bodies.values():
-        hostnames.update(body)
-    replies: dict[str, WorkerReply] = {}
-    malformed = 0
-    for hostname in sorted(hostnames):
-        try:
-            replies[hostname] = _worker_reply(hostname, bodies)
-        except (MalformedMessage, TypeError, ValueError, AttributeError) as exc:
-            malformed += 1
-            log.warning("skipping malformed inspect reply from %s: %s", hostname, exc)
-    return replies, malformed
-
-
-def _worker_reply(hostname: str, bodies: Mapping[str, Mapping[str, Any]]) -> WorkerReply:
-    queues_body = bodies["active_queues"].get(hostname)
-    stats = bodies["stats"].get(hostname)
-    concurrency = None
-    if isinstance(stats, dict):
-        pool = stats.get("pool")
-        if isinstance(pool, dict) and isinstance(pool.get("max-concurrency"), int):
-            concurrency = pool["max-concurrency"]
-    return WorkerReply(
-        hostname=hostname,
-        queues=tuple(
-            sorted(q["name"] for q in queues_body or () if isinstance(q, dict) and q.get("name"))
-        ),
-        active=tuple(_request(r) for r in _list(bodies["active"].get(hostname))),
-        reserved=tuple(_request(r) for r in _list(bodies["reserved"].get(hostname))),
-        scheduled=tuple(_scheduled(s) for s in _list(bodies["scheduled"].get(hostname))),
-        concurrency=concurrency,
-        complete=all(hostname in bodies[c] for c in COMMANDS),
-    )
-
-
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
-
-
-def _request(info: Any) -> WorkerTask:
-    if not isinstance(info, dict) or not info.get("id"):
-        raise MalformedMessage("request without an id")
-    delivery = info.get("delivery_info") or {}
-    started = info.get("time_start")
-    return WorkerTask(
-        task_id=str(info["id"]),
-        name=info.get("name") or info.get("type"),
-        exchange=delivery.get("exchange"),
-        routing_key=delivery.get("routing_key"),
-        started_at=float(started) if isinstance(started, int | float) else None,
-    )
-
-
-def _scheduled(entry: Any) -> WorkerTask:
-    if not isinstance(entry, dict):
-        raise MalformedMessage("scheduled entry is not an object")
-    request = _request(entry.get("request"))
-    return WorkerTask(
-        task_id=request.task_id,
-        name=request.name,
-        exchange=request.exchange,
-        routing_key=request.routing_key,
-        eta=parse_eta(entry.get("eta")),
-    )
-
-
 def make_inspect_app(broker_url: str, transport_options: Mapping[str, Any]) -> Celery:
     """A Celery app used only to talk to the workers' mailbox (it runs no tasks)."""
-    app = Celery("celery-jobs-exporter", broker=broker_url, set_as_current=False)
-    app.conf.broker_transport_options = dict(transport_options)
+    app = Celery("celery-jobs-exporter", broker=kombu_url(broker_url), set_as_current=False)
+    # max_retries=0: kombu would otherwise retry connecting forever inside a read,
+    # and the refresher would wait on it (it now gives up at its deadline anyway).
+    app.conf.broker_transport_options = {**transport_options, "max_retries": 0}
     app.conf.broker_connection_retry_on_startup = False
+    app.conf.broker_connection_retry = False
     app.conf.broker_connection_timeout = 5
     app.conf.accept_content = ["json"]
     return app

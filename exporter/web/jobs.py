@@ -21,8 +21,10 @@ from falcon.asgi import Request, Response
 from exporter import jobformat
 from exporter.auth import MANAGE_ALL
 from exporter.jobstore import Job
+from exporter.protocol.errors import MalformedMessage
+from exporter.protocol.limits import InputLimits
+from exporter.protocol.messages import load_envelope, parse_task_message
 from exporter.snapshot import STATUSES, Snapshot, TaskPlacement
-from exporter.sources.messages import MalformedMessage, load_envelope, parse_task_message
 
 if TYPE_CHECKING:
     from exporter.web.app import SnapshotProvider
@@ -37,6 +39,9 @@ class JobsBackend(Protocol):
     def page_waiting(self, queue: str, offset: int, limit: int) -> tuple[list[bytes], int]: ...
 
     def lookup(self, task_ids: Iterable[str]) -> Mapping[str, Job]: ...
+
+    @property
+    def input_limits(self) -> InputLimits: ...
 
 
 FOLLOWER_MESSAGE = (
@@ -206,7 +211,9 @@ def _from_raw_messages(
     parsed: list[tuple[bytes, Any]] = []
     for raw in raws:
         try:
-            parsed.append((raw, parse_task_message(load_envelope(raw), with_body=True)))
+            limits = backend.input_limits
+            envelope = load_envelope(raw, limits)
+            parsed.append((raw, parse_task_message(envelope, with_body=True, limits=limits)))
         except MalformedMessage as exc:
             parsed.append((raw, exc))
     known = backend.lookup(m.task_id for _raw, m in parsed if not isinstance(m, Exception))
