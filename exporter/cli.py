@@ -77,6 +77,14 @@ SIDECAR_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
     _option("--web-threads", type=click.IntRange(1, 256), default=4, show_default=True,
             help="Threads per gunicorn worker that build Jobs API pages (they may read "
                  "the broker); everything else is answered on the event loop."),
+    _option("--http-header-timeout", type=click.FloatRange(0.1, 3600.0), default=10.0,
+            show_default=True, metavar="SECONDS",
+            help="Close a connection whose request headers are not complete this many "
+                 "seconds after it opened (or, kept alive, after the request began)."),
+    _option("--max-connections", type=click.IntRange(1, 1_000_000), default=1000,
+            show_default=True, metavar="N",
+            help="Open connections per web worker process; one more is answered 503 and "
+                 "closed."),
     _option("--log-level", type=click.Choice(LOG_LEVELS), default="info", show_default=True,
             help="Log level."),
     _option("--log-format", type=click.Choice(LOG_FORMATS), default="text", show_default=True,
@@ -220,6 +228,8 @@ def build_settings(options: dict[str, Any], **overrides: Any) -> Settings:
         "listen_port": port,
         "web_workers": options["web_workers"],
         "web_threads": options["web_threads"],
+        "http_header_timeout": options["http_header_timeout"],
+        "max_connections": options["max_connections"],
         "log_level": options["log_level"],
         "log_format": options["log_format"],
         "events": options["events"],

@@ -128,6 +128,8 @@ class Settings:
     metrics_credentials: MetricsCredentials | None = None
     history: bool = True
     history_prefix: str = "celery-jobs-exporter:"
+    http_header_timeout: float = 10.0
+    max_connections: int = 1000
 
     @property
     def retention(self) -> RetentionLimits:
@@ -157,9 +159,24 @@ _PASSWORD_IN_URL = re.compile(
 )
 
 
+#: A password given as a query parameter (`?password=…`, `&sentinel_password=…`), any
+#: scheme: the value ends at `&`, `#`, whitespace, or a `;` that starts the next URL.
+_PASSWORD_IN_QUERY = re.compile(
+    r"(?P<head>[?&;][^=&;#?\s]*password=)(?P<pw>.*?)"
+    r"(?=[&#\s]|;\s*[a-z][a-z0-9+.-]*://|$)",
+    re.I,
+)
+
+
 def redact_url(url: str) -> str:
-    """Replace the password of every URL in a (possibly `;`-separated) broker URL by `***`."""
-    return _PASSWORD_IN_URL.sub(lambda m: m.group("head") + "***", url)
+    """Replace every password in text holding URLs (several `;`-separated ones too) by `***`.
+
+    Both the user-info password (`scheme://user:PASSWORD@host`) and password query
+    parameters (`?password=PASSWORD`, `&sentinel_password=…`) are replaced; this is
+    the one function every log line, traceback and error message goes through.
+    """
+    text = _PASSWORD_IN_URL.sub(lambda m: m.group("head") + "***", url)
+    return _PASSWORD_IN_QUERY.sub(lambda m: m.group("head") + "***", text)
 
 
 def redact_userinfo(text: str) -> str:

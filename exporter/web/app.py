@@ -19,6 +19,7 @@ from exporter.auth import KeyRing, MetricsCredentials
 from exporter.render import RenderedMetrics
 from exporter.snapshot import Snapshot
 from exporter.web.errors import install_error_handlers
+from exporter.web.headers import SecurityHeadersMiddleware
 from exporter.web.health import HealthResource, LandingResource, ReadyResource
 from exporter.web.jobs import JobsBackend, QueueJobsResource, QueuesResource
 from exporter.web.metrics import MetricsResource
@@ -67,7 +68,7 @@ def create_app(
     """
     app = falcon.asgi.App(
         media_type=falcon.MEDIA_JSON,
-        middleware=[AuthMiddleware(keys, metrics_credentials)],
+        middleware=(SecurityHeadersMiddleware(), AuthMiddleware(keys, metrics_credentials)),
     )
     app.req_options.strip_url_path_trailing_slash = True
     app.req_options.auto_parse_qs_csv = False

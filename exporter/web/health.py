@@ -40,6 +40,8 @@ class HealthResource:
     async def on_get(self, req: Request, resp: Response) -> None:
         resp.media = {"status": "ok"}
 
+    on_head = on_get
+
 
 class ReadyResource:
     """200 when a snapshot exists and the broker was read recently; else 503 and why."""
@@ -65,3 +67,5 @@ class ReadyResource:
             "generation": snapshot.generation,
             "age_seconds": round(age, 3),
         }
+
+    on_head = on_get

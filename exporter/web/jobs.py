@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any, Protocol
@@ -86,15 +87,31 @@ class QueuesResource:
         }
 
 
+#: An integer parameter: ASCII digits only (int() also takes Arabic-Indic or full-width ones).
+_ASCII_INTEGER = re.compile(r"\s*[+-]?[0-9]+\s*", re.ASCII)
+
+
+def _single_param(req: Request, name: str, allowed: str) -> str | None:
+    """A query parameter's value; 400 naming it when the query gives it more than once."""
+    raw = req.params.get(name)
+    if isinstance(raw, list):
+        raise falcon.HTTPBadRequest(
+            description=f"invalid `{name}`: given {len(raw)} times; expected it once: {allowed}"
+        )
+    return raw
+
+
 def _int_param(req: Request, name: str, default: int, low: int, high: int) -> int:
-    raw = req.get_param(name)
+    raw = _single_param(req, name, f"an integer from {low} to {high}")
     if raw is None or raw == "":
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = None
-    if value is None or not low <= value <= high or not raw.strip().lstrip("+-").isdigit():
+    value = None
+    if _ASCII_INTEGER.fullmatch(raw):
+        try:
+            value = int(raw)
+        except ValueError:  # more digits than int() converts
+            value = None
+    if value is None or not low <= value <= high:
         raise falcon.HTTPBadRequest(
             description=f"invalid `{name}`: {raw[:50]!r}; expected an integer from {low} to {high}"
         )
@@ -119,7 +136,7 @@ class QueueJobsResource:
 
     def _answer(self, req: Request, resp: Response, queue_name: str) -> None:
         """Validate, read the page (maybe from the broker) and set the body; in a thread."""
-        status = req.get_param("status") or DEFAULT_STATUS
+        status = _single_param(req, "status", "one of " + ", ".join(STATUSES)) or DEFAULT_STATUS
         if status not in STATUSES:
             raise falcon.HTTPBadRequest(
                 description=f"invalid `status`: {status[:50]!r}; expected one of "

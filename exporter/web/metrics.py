@@ -50,3 +50,5 @@ class MetricsResource:
             resp.set_header("Content-Encoding", "gzip")
         resp.set_header("Vary", "Accept, Accept-Encoding")
         resp.data = rendered.body(openmetrics=openmetrics, compressed=compressed)
+
+    on_head = on_get  # Falcon sends the headers (Content-Length included) without the body
