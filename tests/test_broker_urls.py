@@ -5,7 +5,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +12,7 @@ import redis
 
 from tests.support.redis_server import RedisServer, find_free_port
 from tests.support.sidecar import Sidecar, queue_counts, value
+from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -20,14 +20,14 @@ FAST = ("--refresh-interval", "0.5", "--inspect-timeout", "0.5", "--no-events")
 
 
 def _wait_ping(client: redis.Redis, timeout: float = 10) -> None:  # type: ignore[type-arg]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def answers() -> bool:
         try:
-            if client.ping():
-                return
+            return bool(client.ping())
         except redis.RedisError:
-            time.sleep(0.1)
-    raise TimeoutError("server did not answer PING")
+            return False
+
+    if not wait_until(answers, timeout=timeout, interval=0.1):
+        raise TimeoutError("server did not answer PING")
 
 
 def test_sentinel_url_finds_the_master(redis_server: RedisServer) -> None:

@@ -7,7 +7,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Sequence
 from importlib.metadata import version
 from pathlib import Path
@@ -19,7 +18,7 @@ import pytest
 import exporter
 from exporter.cli import serve
 from tests.support.redis_server import RedisServer, find_free_port
-from tests.support.wait import wait_until
+from tests.support.wait import process_group_gone, wait_until
 
 CLI = Path(sys.executable).with_name("celery-jobs-exporter")
 ERROR_PREFIX = "celery-jobs-exporter: error: "
@@ -37,6 +36,8 @@ EXPECTED_OPTIONS: dict[str, str] = {
     "--listen-address": "CELERY_EXPORTER_LISTEN_ADDRESS",
     "--web-workers": "CELERY_EXPORTER_WEB_WORKERS",
     "--web-threads": "CELERY_EXPORTER_WEB_THREADS",
+    "--http-header-timeout": "CELERY_EXPORTER_HTTP_HEADER_TIMEOUT",
+    "--max-connections": "CELERY_EXPORTER_MAX_CONNECTIONS",
     "--log-level": "CELERY_EXPORTER_LOG_LEVEL",
     "--log-format": "CELERY_EXPORTER_LOG_FORMAT",
     "--events": "CELERY_EXPORTER_EVENTS",
@@ -47,6 +48,10 @@ EXPECTED_OPTIONS: dict[str, str] = {
     "--retention-max-age": "CELERY_EXPORTER_RETENTION_MAX_AGE",
     "--max-task-names": "CELERY_EXPORTER_MAX_TASK_NAMES",
     "--max-tracked-jobs": "CELERY_EXPORTER_MAX_TRACKED_JOBS",
+    "--max-queues": "CELERY_EXPORTER_MAX_QUEUES",
+    "--max-task-series": "CELERY_EXPORTER_MAX_TASK_SERIES",
+    "--max-label-length": "CELERY_EXPORTER_MAX_LABEL_LENGTH",
+    "--max-message-bytes": "CELERY_EXPORTER_MAX_MESSAGE_BYTES",
     "--runtime-buckets": "CELERY_EXPORTER_RUNTIME_BUCKETS",
     "--queue-wait-buckets": "CELERY_EXPORTER_QUEUE_WAIT_BUCKETS",
     "--auth": "CELERY_EXPORTER_AUTH",
@@ -146,6 +151,10 @@ def base(listen: list[str]) -> list[str]:
         (["--queue-wait-buckets", "fast,slow"], ["--queue-wait-buckets"]),
         (["--web-workers", "0"], ["--web-workers"]),
         (["--max-tracked-jobs", "5"], ["--max-tracked-jobs"]),
+        (["--max-queues", "0"], ["--max-queues"]),
+        (["--max-task-series", "-1"], ["--max-task-series"]),
+        (["--max-label-length", "8"], ["--max-label-length"]),
+        (["--max-message-bytes", "12"], ["--max-message-bytes"]),
         (["--log-level", "loud"], ["--log-level"]),
         (["--no-such-flag"], ["--no-such-flag"]),
     ],
@@ -415,7 +424,8 @@ def test_good_config_serves_and_never_logs_the_password(
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=5)
-    time.sleep(0.1)
+    # The log is complete once nothing in the session (gunicorn workers included) runs.
+    assert wait_until(lambda: process_group_gone(proc.pid), timeout=15)
     output = log_path.read_text(errors="replace")
     assert proc.returncode == 0, output[-3000:]
     assert f"redis://:***@127.0.0.1:{protected_redis.port}/0" in output

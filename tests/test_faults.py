@@ -15,6 +15,7 @@ import pytest
 from tests.support.celery_worker import CeleryWorker, load_app
 from tests.support.redis_server import RedisServer
 from tests.support.sidecar import Sidecar, queue_counts, value
+from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -25,13 +26,13 @@ def test_sidecar_starts_while_redis_is_down_and_recovers(redis_server: RedisServ
     """No broker at start: it serves (503 until a snapshot, then stale), then recovers."""
     redis_server.stop()
     with Sidecar(redis_server.url, *FAST, "--queue", "jobs") as sidecar:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
+        def alive() -> bool:
             try:
-                if sidecar.get("/healthz").status_code == 200:
-                    break
-            except Exception:
-                time.sleep(0.1)
+                return sidecar.get("/healthz").status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        assert wait_until(alive, timeout=20, interval=0.1), sidecar.log()[-3000:]
         assert sidecar.get("/healthz").status_code == 200
         samples = sidecar.wait_for(lambda s: value(s, "celery_exporter_up") == 0)
         assert value(samples, "celery_exporter_source_up", source="broker") == 0
@@ -73,8 +74,14 @@ def test_redis_killed_and_restarted_while_serving(
         assert value(stale, "celery_exporter_source_up", source="events") == 0
         frozen = value(stale, "celery_exporter_last_successful_refresh_timestamp_seconds")
         assert frozen >= last_success
-        time.sleep(1.5)
-        later = sidecar.metrics()
+        stale_built = value(stale, "celery_exporter_last_refresh_timestamp_seconds")
+        # Stay down until the sidecar itself has counted 1.5 s without a subscription, and
+        # has refreshed (failing) again since `stale`.
+        later = sidecar.wait_for(
+            lambda s: value(s, "celery_exporter_last_refresh_timestamp_seconds") > stale_built
+            and value(s, "celery_exporter_event_stream_disconnected_seconds_total") >= 1.5,
+            timeout=30,
+        )
         assert value(later, "celery_exporter_last_successful_refresh_timestamp_seconds") == frozen
         assert value(later, "celery_exporter_last_refresh_timestamp_seconds") > frozen
 
@@ -95,7 +102,7 @@ def test_redis_killed_and_restarted_while_serving(
         )
         assert value(recovered, "celery_exporter_source_up", source="events") == 1
         assert value(recovered, "celery_exporter_event_stream_reconnects_total") >= 1
-        # Down for at least the 1.5 s slept above: the time without a subscription shows.
+        # Down for at least the 1.5 s waited for above: the time without a subscription shows.
         assert value(recovered, "celery_exporter_event_stream_disconnected_seconds_total") >= 1.5
         assert sidecar.get("/readyz").status_code == 200
         assert "Traceback" not in sidecar.log()
@@ -126,8 +133,7 @@ def test_garbage_in_lists_unacked_and_events_is_counted_and_skipped(
         assert queue_counts(samples, "junk")["paused"] == 3, "garbage still sits in the list"
         assert value(samples, "celery_exporter_events_undecodable_total") == 2
         assert value(samples, "celery_exporter_up") == 1
-        time.sleep(1.5)
-        again = sidecar.metrics()
+        again = sidecar.wait_refreshes(3)  # each one reads the unacked hash again
         assert value(again, "celery_exporter_malformed_messages_total", source="unacked") == 3, (
             "a malformed entry is counted once, not once per refresh"
         )
@@ -136,9 +142,19 @@ def test_garbage_in_lists_unacked_and_events_is_counted_and_skipped(
 def test_scrapes_never_call_redis(redis_server: RedisServer) -> None:
     """Scrapes serve the bytes rendered by the last refresh: no Redis command per scrape."""
     with Sidecar(redis_server.url, "--refresh-interval", "30", "--no-events") as sidecar:
-        sidecar.wait_ready()
-        time.sleep(1.5)  # let the first refresh finish all its reads
+        sidecar.wait_ready()  # the first refresh is over; the next one is 30 s away
         client = redis_server.client()
+        seen = [-1]
+
+        def idle() -> bool:
+            """No command since the last look but that INFO, and none blocked (a BRPOP)."""
+            info = client.info()
+            now = int(info["total_commands_processed"])
+            quiet = now - seen[0] <= 1 and int(info["blocked_clients"]) == 0
+            seen[0] = now
+            return quiet
+
+        assert wait_until(idle, timeout=10, interval=0.2), "Redis never went idle"
         before = int(client.info("stats")["total_commands_processed"])
         bodies = {sidecar.get("/metrics").content for _ in range(50)}
         after = int(client.info("stats")["total_commands_processed"])
@@ -199,6 +215,9 @@ def test_jobs_pages_stuck_on_the_broker_do_not_hold_up_metrics(
                     pool.submit(httpx.get, page_url, params={"status": "paused"}, timeout=30)
                     for _ in range(3)
                 ]
+                # The scenario itself, not a wait: Redis stays frozen with the pages asked
+                # for, and they must still be pending after it. Nothing can complete them
+                # meanwhile, so a slow machine cannot make this fail.
                 time.sleep(0.5)
                 assert not any(page.done() for page in pages), "pages did not wait for Redis"
                 slowest = 0.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -10,7 +11,8 @@ import pytest
 
 from tests.support.celery_worker import CeleryWorker, load_app
 from tests.support.redis_server import RedisServer
-from tests.support.sidecar import Sidecar
+from tests.support.sidecar import Samples, Sidecar
+from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -35,14 +37,26 @@ def jobs(sidecar: Sidecar, queue: str, status: str, **params: Any) -> dict[str, 
     return body
 
 
+def finished(samples: Samples, task: str, outcome: str) -> float:
+    """`celery_tasks_total` of one task and outcome, whatever the queue label."""
+    return sum(
+        count for (name, labels), count in samples.items()
+        if name == "celery_tasks_total"
+        and dict(labels).get("task") == task and dict(labels).get("outcome") == outcome
+    )
+
+
 def wait_jobs(sidecar: Sidecar, queue: str, status: str, count: int) -> dict[str, Any]:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+    body: dict[str, Any] = {}
+
+    def counted() -> bool:
+        nonlocal body
         body = jobs(sidecar, queue, status, limit=100)
-        if body["pagination"]["totalJobs"] == count:
-            return body
-        time.sleep(0.2)
-    raise AssertionError(f"{queue}/{status}: {body['pagination']} (wanted {count})")
+        return bool(body["pagination"]["totalJobs"] == count)
+
+    if not wait_until(counted, timeout=60, interval=0.2):
+        raise AssertionError(f"{queue}/{status}: {body['pagination']} (wanted {count})")
+    return body
 
 
 def test_each_status_page_describes_what_the_tasks_did(
@@ -140,9 +154,25 @@ def test_failed_jobs_survive_a_sidecar_restart_within_retention(
             for i in range(5)
         ]
         done_ids = [app.send_task("tests.add", args=(i, 0), queue="celery").id for i in range(4)]
+        # The pages show 3 and 2 as soon as three failed and two succeeded: they only hold
+        # the final newest jobs once all nine have ended.
+        first.wait_for(
+            lambda s: finished(s, "tests.fail", "failed") == 5
+            and finished(s, "tests.add", "succeeded") == 4
+        )
         before = wait_jobs(first, "celery", "failed", 3)["jobs"]
-        wait_jobs(first, "celery", "completed", 2)
-        time.sleep(1.5)  # a refresh or two saves what finished
+        kept_before = wait_jobs(first, "celery", "completed", 2)["jobs"]
+        client = redis_server.client()
+
+        def saved(status: str, shown: list[dict[str, Any]]) -> bool:
+            """The history list holds exactly the jobs the page shows."""
+            raw = client.lrange(f"celery-jobs-exporter:jobs:{status}:celery", 0, -1)
+            return {json.loads(r)["id"] for r in raw} == {j["id"] for j in shown}
+
+        # A refresh saves what finished: wait until the history holds it.
+        assert wait_until(
+            lambda: saved("failed", before) and saved("completed", kept_before), timeout=30
+        )
 
     with Sidecar(redis_server.url, *FLAGS, *retention) as second:
         second.wait_ready()
@@ -155,12 +185,14 @@ def test_failed_jobs_survive_a_sidecar_restart_within_retention(
         assert {j["id"] for j in kept} <= set(done_ids)
         # New jobs still push the old ones out: the retention holds across restarts.
         newest = app.send_task("tests.fail", args=("after restart",), queue="celery").id
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
+        page: dict[str, Any] = {}
+
+        def newest_on_top() -> bool:
+            nonlocal page
             page = jobs(second, "celery", "failed", limit=100)
-            if page["jobs"] and page["jobs"][0]["id"] == newest:
-                break
-            time.sleep(0.2)
+            return bool(page["jobs"]) and page["jobs"][0]["id"] == newest
+
+        wait_until(newest_on_top, timeout=30, interval=0.2)
         assert page["pagination"]["totalJobs"] == 3
         assert [j["id"] for j in page["jobs"]] == [newest] + [j["id"] for j in before[:2]]
     client = redis_server.client()
@@ -170,5 +202,5 @@ def test_failed_jobs_survive_a_sidecar_restart_within_retention(
 def test_no_history_flag_keeps_nothing_in_redis(redis_server: RedisServer) -> None:
     with Sidecar(redis_server.url, *FLAGS, "--no-history", "--queue", "q") as sidecar:
         sidecar.wait_ready()
-        time.sleep(1)
+        sidecar.wait_refreshes(2)  # refreshes are when a history is loaded and saved
     assert redis_server.client().keys("celery-jobs-exporter:*") == []

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import httpx
 import jsonschema
 import pytest
 
@@ -28,6 +29,7 @@ from exporter.web.app import OPENAPI_PATH
 from tests.support.celery_worker import CeleryWorker, load_app
 from tests.support.redis_server import RedisServer
 from tests.support.sidecar import Sidecar, value
+from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -102,14 +104,18 @@ def wait_total(
     *, first: str | None = None, limit: int = 100,
 ) -> dict[str, Any]:
     """Poll until the queue has `total` jobs of that status (and, if given, `first` on top)."""
-    deadline = time.monotonic() + timeout
     body: dict[str, Any] = {}
-    while time.monotonic() < deadline:
+
+    def reached() -> bool:
+        nonlocal body
         body = page(sidecar, queue, status, 1, limit)
-        if body["pagination"]["totalJobs"] == total and (first is None or ids(body)[:1] == [first]):
-            return body
-        time.sleep(0.2)
-    raise AssertionError(f"{queue}/{status}: {body.get('pagination')} (wanted {total})")
+        return bool(body["pagination"]["totalJobs"] == total) and (
+            first is None or ids(body)[:1] == [first]
+        )
+
+    if not wait_until(reached, timeout=timeout, interval=0.2):
+        raise AssertionError(f"{queue}/{status}: {body.get('pagination')} (wanted {total})")
+    return body
 
 
 def bad_limit(sidecar: Sidecar, queue: str, limit: int, maximum: int) -> None:
@@ -123,14 +129,18 @@ def bad_limit(sidecar: Sidecar, queue: str, limit: int, maximum: int) -> None:
 
 def taken_order(worker: CeleryWorker, count: int, timeout: float = 60.0) -> list[str]:
     """The task ids in the order the worker received them (its log), once it has `count`."""
-    deadline = time.monotonic() + timeout
     found: list[str] = []
-    while time.monotonic() < deadline:
+
+    def received() -> bool:
+        nonlocal found
         found = RECEIVED.findall(worker.log())
-        if len(found) >= count:
-            return found
-        time.sleep(0.2)
-    raise AssertionError(f"the worker received {len(found)} of {count}:\n{worker.log()[-2000:]}")
+        return len(found) >= count
+
+    if not wait_until(received, timeout=timeout, interval=0.2):
+        raise AssertionError(
+            f"the worker received {len(found)} of {count}:\n{worker.log()[-2000:]}"
+        )
+    return found
 
 
 def priority_step(priority: int, steps: Sequence[int]) -> int:
@@ -446,15 +456,18 @@ def test_non_finite_numbers_in_a_message_still_give_valid_json(
     values = (float("inf"), float("-inf"), float("nan"))
     for serializer in ("msgpack", "yaml"):
         app.send_task("tests.add", args=values, queue="floats", serializer=serializer)
-    deadline = time.monotonic() + 30
-    while True:
-        response = sidecar.get(
-            "/v1/jobs/queues/floats", params={"status": "paused"}, headers=HEADERS
-        )
-        if response.status_code == 200 and response.json()["counts"]["paused"] == 2:
-            break
-        assert time.monotonic() < deadline, response.text[:300]
-        time.sleep(0.2)
+
+    def paused_page() -> httpx.Response:
+        return sidecar.get("/v1/jobs/queues/floats", params={"status": "paused"}, headers=HEADERS)
+
+    response = paused_page()
+
+    def both_listed() -> bool:
+        nonlocal response
+        response = paused_page()
+        return response.status_code == 200 and response.json()["counts"]["paused"] == 2
+
+    assert wait_until(both_listed, timeout=30, interval=0.2), response.text[:300]
     body = strict_json(response.text)  # raises on Infinity / NaN tokens
     PAGE_SCHEMA.validate(body)
     for job in body["jobs"]:

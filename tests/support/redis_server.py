@@ -130,7 +130,7 @@ class RedisServer:
                     conn.close()
             except redis.RedisError as exc:
                 last_error = exc
-            time.sleep(0.02)
+            time.sleep(0.02)  # polling interval: PING is tried again after it
         self.stop()
         raise TimeoutError(f"redis-server on port {self.port} did not answer PING: {last_error}")
 

@@ -21,6 +21,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
+#: When the served snapshot was built: a new value per refresh.
+REFRESHED_AT = "celery_exporter_last_refresh_timestamp_seconds"
+
 
 def parse_metrics(text: str) -> Samples:
     """Exposition text → {(sample name, labels): value}."""
@@ -87,7 +90,7 @@ class Sidecar:
                     return
             except httpx.HTTPError:
                 pass
-            time.sleep(0.1)
+            time.sleep(0.1)  # polling interval: /readyz is asked again after it
         raise TimeoutError(f"sidecar not ready in {timeout}s:\n{self.log()[-3000:]}")
 
     def metrics(self) -> Samples:
@@ -109,12 +112,28 @@ class Sidecar:
                 error = None
             except (KeyError, httpx.HTTPError) as exc:
                 error = exc
-            time.sleep(0.2)
+            time.sleep(0.2)  # polling interval: the condition is checked again after it
         raise AssertionError(
             f"condition not met in {timeout}s (last error: {error}); "
             f"queue samples: {[(k, v) for k, v in last.items() if k[0] == 'celery_queue_jobs']}"
             f"\nsidecar log (end):\n{self.log()[-3000:]}"
         )
+
+    def wait_refreshes(self, count: int = 2, timeout: float = 30.0) -> Samples:
+        """Wait until `count` snapshots newer than the current one were built; the last one.
+
+        Each refresh re-reads every source, so this waits for work done, not for time.
+        """
+        current = value(self.metrics(), REFRESHED_AT)
+        built: set[float] = set()
+
+        def newer(samples: Samples) -> bool:
+            stamp = value(samples, REFRESHED_AT)
+            if stamp > current:
+                built.add(stamp)
+            return len(built) >= count
+
+        return self.wait_for(newer, timeout)
 
     def stop(self) -> None:
         """SIGTERM the process group, then SIGKILL it if needed."""

@@ -1,9 +1,10 @@
-"""Polling helper for tests."""
+"""Polling helpers for tests."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 
 def wait_until(
@@ -16,4 +17,19 @@ def wait_until(
             return True
         if time.monotonic() >= deadline:
             return False
+        # The polling interval: the predicate is checked again after it, so this never
+        # decides an outcome, it only paces the checks.
         time.sleep(interval)
+
+
+def process_group_gone(pgid: int) -> bool:
+    """True once no live (non-zombie) process is left in process group ``pgid`` (Linux)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # the process ended while we looked
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            return False
+    return True
