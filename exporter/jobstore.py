@@ -86,6 +86,7 @@ class Job:
         "sent_at",
         "started_at",
         "state",
+        "wait_started_at",
     )
 
     def __init__(self, task_id: str) -> None:
@@ -105,6 +106,8 @@ class Job:
         self.result: str | None = None
         self.state = "pending"
         self.hostname: str | None = None
+        #: When the job started, while its queue wait is not recorded yet (see tracker).
+        self.wait_started_at: float | None = None
 
     def failure_texts(self) -> list[tuple[str | None, str | None]]:
         """(exception repr, traceback text) per failed attempt, oldest first."""

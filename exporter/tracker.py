@@ -121,6 +121,8 @@ class TaskTracker:
         self._intern = Interner()
         self._unsaved: dict[tuple[str, str], deque[Job]] = {}
         self._recently_finished: OrderedDict[str, None] = OrderedDict()
+        #: Whether the app sends task-sent events (task_send_sent_event).
+        self._sent_events = False
         self.events_received = 0
         self.events_undecodable = 0
         self.events_lost = 0
@@ -349,7 +351,12 @@ class TaskTracker:
                 self.stats.touch(queue, job.name, OUTCOMES)
         if job.sent_at is None:
             job.sent_at = sent_at
-        job.ready_at = max(sent_at, eta) if eta is not None else sent_at
+        self._sent_events = True
+        ready_at = max(sent_at, eta) if eta is not None else sent_at
+        if job.wait_started_at is not None:  # published on another connection, it came late
+            self._observe_wait(job, ready_at)
+            return
+        job.ready_at = ready_at
         job.state = "sent"
 
     def _on_received(self, event: Event, task_id: str, received_at: float) -> None:
@@ -370,18 +377,32 @@ class TaskTracker:
         job.attempts += 1
         job.state = "started"
         self._active[job.id] = job
-        queue = self._queue_of(job)
-        if job.ready_at is not None and queue is not None:
-            self.stats.observe_queue_wait(queue, started_at - job.ready_at)
-        job.ready_at = None
+        job.wait_started_at = started_at
+        # When the app sends task-sent events and this one is late (it is published on
+        # the client's connection, the start on the worker's), its queue and publish
+        # time decide the wait, not a guess from the task name: it is recorded when the
+        # task-sent arrives, or at the job's end.
+        if job.sent_at is not None or not self._sent_events:
+            self._observe_wait(job, job.ready_at)
         gap = self._gaps.get(job.hostname or "")
         if gap is not None:
             gap.started_since += 1
+
+    def _observe_wait(self, job: Job, ready_at: float | None) -> None:
+        """Record the queue wait of the job's start (once), under its queue."""
+        started_at, job.wait_started_at, job.ready_at = job.wait_started_at, None, None
+        if started_at is None or ready_at is None:
+            return
+        queue = self._queue_of(job)
+        if queue is not None:
+            self.stats.observe_queue_wait(queue, started_at - ready_at)
 
     def _finish(
         self, event: Event, task_id: str, finished_at: float, state: str, outcome: str
     ) -> Job:
         job = self._inflight.get(task_id) or Job(task_id)
+        if job.wait_started_at is not None:  # its task-sent never came
+            self._observe_wait(job, job.ready_at)
         job.finished_at = finished_at
         job.hostname = event.hostname or job.hostname
         job.state = state
@@ -441,6 +462,8 @@ class TaskTracker:
 
     def _on_retried(self, event: Event, task_id: str, at: float) -> None:
         job = self._job(task_id)
+        if job.wait_started_at is not None:
+            self._observe_wait(job, job.ready_at)
         self._record_failure(job, event)
         job.hostname = event.hostname or job.hostname
         job.state = "retried"

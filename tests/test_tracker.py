@@ -586,3 +586,40 @@ def test_unknown_event_types_are_received_but_ignored() -> None:
     assert view.events_received == 2
     assert view.events_undecodable == 0
     assert view.queues_seen == frozenset()
+
+
+def test_a_task_sent_event_that_arrives_after_the_start_decides_the_queue() -> None:
+    """task-sent is published on the client's connection, the start on the worker's.
+
+    Under load the start can arrive first; the queue wait then waits for the task-sent
+    (its queue and publish time), rather than a guess from another task of that name.
+    """
+    tracker = make_tracker()
+    apply(tracker, [
+        {"type": "task-sent", "uuid": "a", "name": "tests.add", "queue": "other",
+         "timestamp": 100.0},
+        {"type": "task-received", "uuid": "b", "name": "tests.add", "hostname": "w@h",
+         "timestamp": 102.0},
+        {"type": "task-started", "uuid": "b", "hostname": "w@h", "timestamp": 103.0},
+        {"type": "task-sent", "uuid": "b", "name": "tests.add", "queue": "celery",
+         "timestamp": 101.0},
+    ])
+    view = tracker.view()
+    assert view.stats.queue_wait["celery"].count == 1
+    assert view.stats.queue_wait["celery"].total == pytest.approx(2.0)  # 103 - 101
+    assert "other" not in view.stats.queue_wait
+    [running] = view.active
+    assert (running.task_id, running.queue) == ("b", "celery")
+    [job] = tracker.lookup(["b"]).values()
+    assert job.state == "started"
+
+
+def test_a_start_without_task_sent_events_is_recorded_at_once() -> None:
+    """An app that sends no task-sent events: the wait counts from task-received."""
+    tracker = make_tracker()
+    apply(tracker, [
+        {"type": "task-received", "uuid": "b", "name": "tests.add", "hostname": "w@h",
+         "timestamp": 102.0},
+        {"type": "task-started", "uuid": "b", "hostname": "w@h", "timestamp": 102.5},
+    ])
+    assert tracker.view().stats.queue_wait["unknown"].count == 1
