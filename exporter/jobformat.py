@@ -132,8 +132,17 @@ def job_data(args: Any, kwargs: Any) -> dict[str, Any]:
     return {"args": to_json(args, budget=budget), "kwargs": to_json(kwargs, budget=budget)}
 
 
-def failed_reason(exception_repr: str | None) -> str | None:
-    """`ExceptionType: message` from an exception's repr such as `ValueError('boom')`."""
+def failed_reason(exception_repr: str | None, traceback: str | None = None) -> str | None:
+    """`ExceptionType: message` from an exception's repr such as `ValueError('boom')`.
+
+    Celery reports an error raised in the pool's parent (a killed pool child's
+    `WorkerLostError`) as `ExceptionWithTraceback()`, with no arguments: the last
+    line of the traceback names the real one then.
+    """
+    if exception_repr and exception_repr.strip().startswith(_WRAPPER) and traceback:
+        raised = _last_raised(traceback)
+        if raised:
+            return raised
     if not exception_repr:
         return None
     match = _EXCEPTION_REPR.match(exception_repr.strip())
@@ -150,6 +159,31 @@ def failed_reason(exception_repr: str | None) -> str | None:
     return f"{name}: {message}" if message else name
 
 
+_WRAPPER = "ExceptionWithTraceback"
+_RAISED = re.compile(r"^(?:[A-Za-z_][\w]*\.)*(?P<type>[A-Za-z_]\w*)(?::\s?(?P<message>.*))?$")
+
+
+def _last_raised(traceback: str) -> str | None:
+    """`Type: message` from a traceback's last line (`pkg.module.Type: message`)."""
+    lines = [line for line in traceback.strip().splitlines() if line.strip()]
+    if not lines or lines[-1].startswith(" "):
+        return None
+    match = _RAISED.match(lines[-1].strip())
+    if match is None:
+        return None
+    message = match.group("message")
+    return f"{match.group('type')}: {message}" if message else match.group("type")
+
+
+def _reason(job: Job | None) -> str | None:
+    """The failedReason of a job: its last failure's exception (or traceback)."""
+    if job is None or not job.failures:
+        return None
+    exception, _packed = job.failures[-1]
+    texts = job.failure_texts() if exception and exception.startswith(_WRAPPER) else ()
+    return failed_reason(exception, texts[-1][1] if texts else None)
+
+
 def _ms(seconds: float | None) -> int | None:
     return round(seconds * 1000) if seconds is not None else None
 
@@ -163,8 +197,7 @@ def from_job(job: Job | None, state: str, placement: TaskPlacement | None = None
     """The API object of a job known from events (and, if given, where it stands now)."""
     task_id = job.id if job else placement.task_id if placement else None
     data = job_data(job.args, job.kwargs) if job else job_data(None, None)
-    failures = (job.failures or []) if job else []
-    reason = failed_reason(failures[-1][0]) if failures else None
+    reason = _reason(job)
     processed = job.started_at if job else None
     if processed is None and placement is not None:
         processed = placement.started_at
@@ -191,8 +224,7 @@ def from_message(message: TaskMessage, state: str, job: Job | None = None) -> di
         data: dict[str, Any] = {"args": [], "kwargs": {}, "undecodable": message.body_error}
     else:
         data = job_data(message.args, message.kwargs)
-    failures = (job.failures or []) if job else []
-    reason = failed_reason(failures[-1][0]) if failures else None
+    reason = _reason(job)
     return {
         "id": message.task_id,
         "name": message.name,

@@ -152,6 +152,13 @@ class JobStore:
             kept = lists[queue] = deque(maxlen=limit)
         kept.append(job)
 
+    def discard(self, job: Job) -> None:
+        """Forget a kept job (one recorded as lost whose worker spoke again)."""
+        lists = self._failed if job.state == "failed" else self._completed
+        kept = lists.get(job.queue or "unknown")
+        if kept is not None and job in kept:
+            kept.remove(job)
+
     def restore(self, job: Job) -> None:
         """Put back a job kept before a restart, behind newer ones, within the limits."""
         queue = job.queue or "unknown"

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, replace
@@ -27,6 +27,7 @@ from exporter.snapshot import (
     Snapshot,
     SnapshotInputs,
     SourceHealth,
+    WorkerState,
     build_queue_states,
     live_workers,
     place_tasks,
@@ -132,6 +133,11 @@ class Refresher:
         self._events_enabled = events_enabled
         self._known_worker_queues: dict[str, tuple[str, ...]] = {}
         self._expected_workers: set[str] = set()
+        #: When each worker now down was declared down, and what it held then.
+        self._down_since: dict[str, float] = {}
+        self._stranded_by: dict[str, frozenset[str]] = {}
+        #: What each worker held in its last complete inspect reply.
+        self._held_by: dict[str, frozenset[str]] = {}
         self._worker_replied_at: dict[str, float] = {}
         self._malformed = {"unacked": 0, "inspect": 0, "history": 0}
         self._generation = 0
@@ -289,6 +295,9 @@ class Refresher:
         )
         workers = live_workers(inputs)
         self._expected_workers = {h for h, w in workers.items() if w.up}
+        if self._settle_dead_workers(workers, broker, now):
+            view = self._tracker.view()
+        inputs = replace(inputs, tracker=view, stranded=self._stranded(broker))
         placements = place_tasks(inputs)
         queues = build_queue_states(inputs, workers, placements)
         details = self._tracker.lookup(p.task_id for p in placements)
@@ -340,14 +349,54 @@ class Refresher:
         if workers is not None:
             bindings = broker.bound_queues if broker else {}
             held: set[str] = set()
+            running: set[str] = set()
             for reply in workers.replies.values():
-                for task in (*reply.active, *reply.reserved, *reply.scheduled):
+                tasks = (*reply.active, *reply.reserved, *reply.scheduled)
+                for task in tasks:
                     task_queues.setdefault(
                         task.task_id, resolve_queue(task.exchange, task.routing_key, bindings)
                     )
                     held.add(task.task_id)
+                running.update(task.task_id for task in reply.active)
+                if reply.complete:
+                    self._held_by[reply.hostname] = frozenset(t.task_id for t in tasks)
             self._drop_stale_active(workers, held)
+            self._tracker.revive(running)  # a worker only cut off: its lost jobs run
         self._tracker.learn_routes(task_queues, self._known_worker_queues)
+
+    def _settle_dead_workers(
+        self, workers: Mapping[str, WorkerState], broker: BrokerReading | None, now: float
+    ) -> bool:
+        """Declare the jobs of workers that went down lost (or stranded); True if any were.
+
+        A worker is declared once, when it is first seen down; `now` is when its
+        lost jobs finished. Workers seen up again, or no longer reported, are forgotten.
+        """
+        in_broker = {entry.task_id for entry in broker.unacked} if broker else set()
+        declared = False
+        for hostname in list(self._down_since):
+            if hostname not in workers or workers[hostname].up:
+                del self._down_since[hostname]
+                self._stranded_by.pop(hostname, None)
+        for hostname in list(self._held_by):
+            if hostname not in workers:
+                del self._held_by[hostname]
+        for hostname, worker in workers.items():
+            if worker.up or hostname in self._down_since:
+                continue
+            self._down_since[hostname] = now
+            held = self._tracker.declare_lost(hostname, now, in_broker)
+            self._stranded_by[hostname] = held | self._held_by.get(hostname, frozenset())
+            declared = True
+            log.warning("worker %s is down: its running jobs are no longer active", hostname)
+        return declared
+
+    def _stranded(self, broker: BrokerReading | None) -> frozenset[str]:
+        """Messages still in the unacked hash that workers declared down held."""
+        if not self._stranded_by or broker is None:
+            return frozenset()
+        held = frozenset().union(*self._stranded_by.values())
+        return frozenset(entry.task_id for entry in broker.unacked if entry.task_id in held)
 
     def _drop_stale_active(self, workers: WorkersReading, held: set[str]) -> None:
         """Events say running, yet the worker that ran it answered without it: it ended."""

@@ -122,13 +122,23 @@ class _SnapshotCollector:
         outcomes = CounterMetricFamily(
             "celery_tasks",
             "Task executions that ended, by queue, task name and outcome "
-            "(succeeded, failed, retried, revoked, rejected), from the event stream.",
+            "(succeeded, failed, retried, revoked, rejected, and lost: running on a worker "
+            "declared down, their message gone), from the event stream.",
             labels=["queue", "task", "outcome"],
         )
         label = self._label
         for (queue, task, outcome), value in sorted(stats.outcomes.items()):
             outcomes.add_metric([label(queue), label(task), outcome], value)
         yield outcomes
+        recovered = CounterMetricFamily(
+            "celery_tasks_lost_recovered",
+            "Executions counted as lost whose real end arrived later (their worker was only "
+            "cut off); each execution is counted once in celery_tasks_total.",
+            labels=["queue", "task"],
+        )
+        for (queue, task), value in sorted(stats.recovered.items()):
+            recovered.add_metric([label(queue), label(task)], value)
+        yield recovered
         runtime = Histograms(
             "celery_task_runtime_seconds",
             "How long task executions ran, by queue and task name.",

@@ -136,6 +136,9 @@ class SnapshotInputs:
     now: float
     forget_after: float = 3600.0
     admission: QueueAdmission | None = None
+    #: Ids of messages in the unacked hash held by workers declared down: they wait
+    #: there until the visibility timeout puts them back in their queue's list.
+    stranded: frozenset[str] = frozenset()
 
 
 def live_workers(inputs: SnapshotInputs) -> dict[str, WorkerState]:
@@ -209,6 +212,10 @@ def place_tasks(inputs: SnapshotInputs) -> list[TaskPlacement]:
                 place(TaskPlacement(task.task_id, task.name, queue_of(task), "delayed",
                                     eta=task.eta, hostname=reply.hostname))
     unacked = inputs.broker.unacked if inputs.broker else ()
+    for entry in unacked:  # a dead worker's, ETA or not: waiting to be put back
+        if entry.task_id in inputs.stranded:
+            place(TaskPlacement(entry.task_id, entry.name, entry.queue, "prefetched",
+                                eta=entry.eta))
     for entry in unacked:
         if entry.eta is not None and entry.eta > now:
             place(TaskPlacement(entry.task_id, entry.name, entry.queue, "delayed", eta=entry.eta))

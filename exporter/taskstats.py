@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from exporter.cardinality import DEFAULT_MAX_TASK_SERIES, DistinctCount
 
@@ -56,6 +56,8 @@ class TaskStatsData:
     queue_wait: dict[str, HistogramData]
     folded_task_names: int
     folded_task_series: int = 0
+    #: Lost executions whose real end arrived later, by (queue, task).
+    recovered: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
 class TaskStats:
@@ -82,6 +84,7 @@ class TaskStats:
         self._pairs: set[tuple[str, str]] = set()
         self._folded_pairs = DistinctCount()
         self._outcomes: dict[tuple[str, str, str], int] = {}
+        self._recovered: dict[tuple[str, str], int] = {}
         self._runtime: dict[tuple[str, str], Histogram] = {}
         self._queue_wait: dict[str, Histogram] = {}
 
@@ -111,6 +114,7 @@ class TaskStats:
     def touch(self, queue: str, task: str | None, outcomes: Sequence[str]) -> None:
         """Create a (queue, task) pair's counters at 0, so rates exist before the first end."""
         label = self.pair_label(queue, task)
+        self._recovered.setdefault((queue, label), 0)
         for outcome in outcomes:
             self._outcomes.setdefault((queue, label, outcome), 0)
 
@@ -118,6 +122,11 @@ class TaskStats:
         """Add one to the (queue, task, outcome) counter."""
         key = (queue, self.pair_label(queue, task), outcome)
         self._outcomes[key] = self._outcomes.get(key, 0) + 1
+
+    def count_recovered(self, queue: str, task: str | None) -> None:
+        """Add one to the lost executions of (queue, task) whose real end came later."""
+        key = (queue, self.pair_label(queue, task))
+        self._recovered[key] = self._recovered.get(key, 0) + 1
 
     def observe_runtime(self, queue: str, task: str | None, seconds: float) -> None:
         """Record how long one execution took."""
@@ -142,4 +151,5 @@ class TaskStats:
             queue_wait={k: h.data() for k, h in self._queue_wait.items()},
             folded_task_names=len(self._folded),
             folded_task_series=len(self._folded_pairs),
+            recovered=dict(self._recovered),
         )

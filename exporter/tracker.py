@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
 
 from exporter.cardinality import DEFAULT_MAX_QUEUES, QueueAdmission
@@ -28,7 +28,9 @@ from exporter.protocol.events import Event
 from exporter.protocol.messages import parse_eta
 from exporter.taskstats import TaskStats, TaskStatsData
 
-OUTCOMES = ("succeeded", "failed", "retried", "revoked", "rejected")
+OUTCOMES = ("succeeded", "failed", "retried", "revoked", "rejected", "lost")
+#: The exception a lost job is recorded with: `failedReason` reads "WorkerLost: …".
+WORKER_LOST = "WorkerLost"
 #: Workers remembered from events (least recently heard of forgotten first), and task
 #: names whose queue is remembered: bounds against a broker full of invented names.
 MAX_WORKERS = 2_000
@@ -121,6 +123,10 @@ class TaskTracker:
         self._intern = Interner()
         self._unsaved: dict[tuple[str, str], deque[Job]] = {}
         self._recently_finished: OrderedDict[str, None] = OrderedDict()
+        #: Jobs recorded as lost, by id, in case their worker speaks again; and the
+        #: executions counted as lost whose real end has not come (yet).
+        self._lost: OrderedDict[str, Job] = OrderedDict()
+        self._lost_ids: OrderedDict[str, None] = OrderedDict()
         #: Whether the app sends task-sent events (task_send_sent_event).
         self._sent_events = False
         self.events_received = 0
@@ -284,6 +290,66 @@ class TaskTracker:
                 restored += 1
         return restored
 
+    def declare_lost(self, hostname: str, at: float, in_broker: Set[str]) -> frozenset[str]:
+        """A worker was declared down at `at`: its running jobs stop being active.
+
+        A running job whose message is still in the broker (`in_broker`: acks_late, it
+        comes back after the visibility timeout) waits to run again. The others are
+        lost: recorded as failed (`WorkerLost`, finished when the worker was declared
+        down) and counted under the `lost` outcome. Returns the ids of every job the
+        events say the worker held (received, started or waiting for its ETA).
+        """
+        with self.lock:
+            held = frozenset(
+                task_id for task_id, job in self._inflight.items() if job.hostname == hostname
+            )
+            for task_id in [i for i, job in self._active.items() if job.hostname == hostname]:
+                job = self._active.pop(task_id)
+                if task_id in in_broker:
+                    job.state = "pending"
+                    continue
+                self._lose(job, hostname, at)
+            return held
+
+    def revive(self, task_ids: Iterable[str]) -> None:
+        """Lost jobs a live worker says it runs after all (it was only cut off): active again."""
+        with self.lock:
+            for task_id in task_ids:
+                job = self._unlose(task_id)
+                if job is not None:
+                    job.state, job.finished_at = "started", None
+                    self._inflight[task_id] = job
+                    self._active[task_id] = job
+                    self._recently_finished.pop(task_id, None)
+
+    def _lose(self, job: Job, hostname: str, at: float) -> None:
+        job.state, job.finished_at = "failed", at
+        reason = f"{WORKER_LOST}({f'worker {hostname} stopped while the job ran'!r})"
+        self._add_failure(job, (self._intern(clip(reason)), None))
+        self._inflight.pop(job.id, None)
+        self._recently_finished[job.id] = None
+        self._lost[job.id] = job
+        self._lost_ids[job.id] = None
+        if len(self._lost) > RECENTLY_FINISHED:
+            self._lost.popitem(last=False)
+        if len(self._lost_ids) > RECENTLY_FINISHED:
+            self._lost_ids.popitem(last=False)
+        queue = self._queue_of(job)
+        if queue is not None:
+            self.stats.touch(queue, job.name, OUTCOMES)
+            self.stats.count(queue, job.name, "lost")
+        self._keep(job)
+
+    def _unlose(self, task_id: str) -> Job | None:
+        """Take a job back from the lost ones (its worker spoke again), or None."""
+        job = self._lost.pop(task_id, None)
+        if job is None:
+            return None
+        self.store.discard(job)
+        if job.failures and (job.failures[-1][0] or "").startswith(WORKER_LOST + "("):
+            job.failures.pop()
+        return job
+
     def drop_active(self, task_ids: Iterable[str]) -> None:
         """Forget running jobs that no worker holds any more (their end was never seen)."""
         with self.lock:
@@ -400,7 +466,10 @@ class TaskTracker:
     def _finish(
         self, event: Event, task_id: str, finished_at: float, state: str, outcome: str
     ) -> Job:
-        job = self._inflight.get(task_id) or Job(task_id)
+        lost = self._unlose(task_id)
+        counted_lost = task_id in self._lost_ids
+        self._lost_ids.pop(task_id, None)
+        job = lost or self._inflight.get(task_id) or Job(task_id)
         if job.wait_started_at is not None:  # its task-sent never came
             self._observe_wait(job, job.ready_at)
         job.finished_at = finished_at
@@ -415,7 +484,10 @@ class TaskTracker:
         if queue is None:
             return job
         self.stats.touch(queue, job.name, OUTCOMES)
-        self.stats.count(queue, job.name, outcome)
+        if counted_lost:  # counted once already, as lost: its real end is a recovery
+            self.stats.count_recovered(queue, job.name)
+        else:
+            self.stats.count(queue, job.name, outcome)
         if event.runtime is not None:
             self.stats.observe_runtime(queue, job.name, event.runtime)
         elif job.started_at is not None and outcome == "failed":
@@ -423,10 +495,12 @@ class TaskTracker:
         return job
 
     def _record_failure(self, job: Job, event: Event) -> None:
-        failure = (
+        self._add_failure(job, (
             self._intern(clip(event.exception)),
             pack_traceback(clip(event.traceback, MAX_TRACEBACK)),
-        )
+        ))
+
+    def _add_failure(self, job: Job, failure: tuple[str | None, bytes | None]) -> None:
         if job.failures is None:
             job.failures = [failure]
         else:

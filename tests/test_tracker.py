@@ -623,3 +623,67 @@ def test_a_start_without_task_sent_events_is_recorded_at_once() -> None:
         {"type": "task-started", "uuid": "b", "hostname": "w@h", "timestamp": 102.5},
     ])
     assert tracker.view().stats.queue_wait["unknown"].count == 1
+
+
+# -- workers that die while their jobs run --------------------------------------------
+
+
+def _running(tracker: TaskTracker, task_id: str, hostname: str = "w@h") -> None:
+    apply(tracker, [
+        {"type": "task-sent", "uuid": task_id, "name": "tests.sleep", "queue": "beta",
+         "timestamp": 100.0},
+        {"type": "task-received", "uuid": task_id, "name": "tests.sleep", "hostname": hostname,
+         "timestamp": 101.0},
+        {"type": "task-started", "uuid": task_id, "hostname": hostname, "timestamp": 102.0},
+    ])
+
+
+def test_a_dead_workers_running_jobs_are_lost_unless_their_message_is_in_the_broker() -> None:
+    tracker = make_tracker()
+    _running(tracker, "gone")
+    _running(tracker, "acks-late")
+    _running(tracker, "elsewhere", hostname="other@h")
+    held = tracker.declare_lost("w@h", 200.0, in_broker={"acks-late"})
+    assert held == {"gone", "acks-late"}
+    view = tracker.view()
+    assert [job.task_id for job in view.active] == ["elsewhere"]
+    _completed, failed = view.retained_jobs["beta"]
+    [lost] = failed
+    assert (lost.id, lost.state, lost.finished_at) == ("gone", "failed", 200.0)
+    assert lost.failure_texts() == [("WorkerLost('worker w@h stopped while the job ran')", None)]
+    assert view.stats.outcomes[("beta", "tests.sleep", "lost")] == 1
+    assert view.stats.outcomes[("beta", "tests.sleep", "failed")] == 0
+    assert tracker.declare_lost("w@h", 300.0, in_broker=set()) == {"acks-late"}
+    assert tracker.view().stats.outcomes[("beta", "tests.sleep", "lost")] == 1
+
+
+def test_a_lost_job_whose_real_end_arrives_is_recorded_once_with_it() -> None:
+    """A worker only cut off: its job succeeds after all; counted once, as lost, and recovered."""
+    tracker = make_tracker()
+    _running(tracker, "cut-off")
+    tracker.declare_lost("w@h", 200.0, in_broker=set())
+    tracker.revive(["cut-off"])  # its next inspect reply shows it running
+    view = tracker.view()
+    assert [job.task_id for job in view.active] == ["cut-off"]
+    assert view.retained["beta"] == (0, 0)
+    apply(tracker, [{"type": "task-succeeded", "uuid": "cut-off", "hostname": "w@h",
+                     "result": "600", "runtime": 500.0, "timestamp": 602.0}])
+    view = tracker.view()
+    assert view.retained["beta"] == (1, 0)
+    [done], _failed = view.retained_jobs["beta"]
+    assert done.state == "succeeded" and done.failures == []
+    assert view.stats.outcomes[("beta", "tests.sleep", "lost")] == 1
+    assert view.stats.outcomes[("beta", "tests.sleep", "succeeded")] == 0
+    assert view.stats.recovered[("beta", "tests.sleep")] == 1
+
+
+def test_a_lost_job_failing_for_real_replaces_the_lost_record() -> None:
+    tracker = make_tracker()
+    _running(tracker, "late-failure")
+    tracker.declare_lost("w@h", 200.0, in_broker=set())
+    apply(tracker, [{"type": "task-failed", "uuid": "late-failure", "hostname": "w@h",
+                     "exception": "ValueError('boom')", "traceback": "tb", "timestamp": 300.0}])
+    _completed, failed = tracker.view().retained_jobs["beta"]
+    [job] = failed
+    assert job.failure_texts() == [("ValueError('boom')", "tb")]
+    assert job.finished_at == 300.0

@@ -78,6 +78,13 @@ def sleep(seconds: float) -> float:
     return seconds
 
 
+@task(name="tests.sleep_late", acks_late=True)
+def sleep_late(seconds: float) -> float:
+    """``sleep`` acknowledged only when it ends (its message stays unacked meanwhile)."""
+    time.sleep(seconds)
+    return seconds
+
+
 @task(name="tests.fail")
 def fail(message: str) -> None:
     """Always raise ValueError(message)."""
