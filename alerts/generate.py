@@ -81,6 +81,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
         "threshold": "30m", "factor": 3, "lookback": "1d",
         "for": "0m", "severity": "warning",
     },
+    "CeleryTasksLost": {"threshold": 0, "window": "10m", "for": "0m", "severity": "warning"},
     "CeleryWorkerDown": {"for": "5m", "severity": "warning"},
 }
 
@@ -355,6 +356,34 @@ histogram_quantile(0.99,
         "when": "a queue has had active jobs for the whole window, none of its jobs ended in "
         "it, and the window is more than `factor` times the queue's p99 runtime",
         "threshold": "%(threshold)s, > %(factor)s x p99 runtime over %(lookback)s",
+    },
+    {
+        "alert": "CeleryTasksLost",
+        "group": "celery-tasks",
+        # Per exporter: lost minus recovered (`or` keeps the lost count where the
+        # recovered counter does not exist, e.g. an exporter older than it); then the
+        # de-duplication across exporters.
+        "expr": """\
+max by (%(queue_key)s) (
+    (
+        sum without (task, outcome) (increase(celery_tasks_total{outcome="lost"}[%(window)s]))
+      -
+        sum without (task) (increase(celery_tasks_lost_recovered_total[%(window)s]))
+    )
+  or
+    sum without (task, outcome) (increase(celery_tasks_total{outcome="lost"}[%(window)s]))
+) > %(threshold)s""",
+        "summary": "Task executions of queue {{ $labels.queue }} were lost with their worker.",
+        "description": (
+            "About {{ printf \"%%.0f\" $value }} task execution(s) of queue {{ $labels.queue }} "
+            "were lost in the last %(window)s: they were running on a worker that was declared "
+            "down (killed, e.g. by the OOM killer) and their message is gone from the broker, "
+            "so they will never finish. The Jobs API shows them as failed with failedReason "
+            "WorkerLost."
+        ),
+        "when": "executions were running on a worker declared down and their message is gone "
+        "from the broker (`outcome=\"lost\"`), minus those whose real end arrived later",
+        "threshold": "> %(threshold)s lost in %(window)s",
     },
     {
         "alert": "CeleryWorkerDown",

@@ -54,7 +54,14 @@ FAILURE_RATIO_STEPS: list[tuple[str, float | None]] = [
 ]
 FAILURE_RATIO_ALERT = (
     f"CeleryTaskFailureRatioHigh fires above {FAILURE_RATIO_HIGH:.0%} over "
-    f"{FAILURE_RATIO_WINDOW} (with at least {FAILURE_RATIO_MIN_JOBS} jobs)."
+    f"{FAILURE_RATIO_WINDOW} (with at least {FAILURE_RATIO_MIN_JOBS} jobs) on failed "
+    "executions alone; CeleryTasksLost fires on any lost one."
+)
+LOST_WINDOW = ALERTS["CeleryTasksLost"]["window"]
+#: A lost execution ran on a worker declared down and its message is gone: it never ends.
+LOST_NOTE = (
+    "lost: running on a worker declared down (e.g. OOM-killed) with its message gone from "
+    "the broker; the Jobs API shows it failed with failedReason WorkerLost."
 )
 
 #: Selects the chosen exporter(s); every expression carries it.
@@ -70,6 +77,17 @@ JOBS_PER_HOUR = "suffix: jobs/h"
 EVENTS_PER_SECOND = "suffix: events/s"
 PER_SECOND = "suffix: /s"
 YES_NO = "bool_yes_no"
+
+#: One fixed color per outcome of celery_tasks_total, the same on every panel: the
+#: failures in reds (lost darker than failed), the rest apart from them.
+OUTCOME_COLORS = {
+    "succeeded": "green",
+    "failed": "red",
+    "lost": "dark-red",
+    "retried": "yellow",
+    "revoked": "blue",
+    "rejected": "purple",
+}
 
 UP_MAPPINGS = [
     {
@@ -124,8 +142,17 @@ def outcome_rate(queue: str, outcomes: str, by: str, fn: str = "rate", window: s
 
 
 def failure_ratio(queue: str, by: str) -> str:
-    """failed / (succeeded + failed)."""
-    return f"{outcome_rate(queue, 'failed', by)}\n/\n{outcome_rate(queue, 'succeeded|failed', by)}"
+    """(failed + lost) / (succeeded + failed + lost): a lost execution failed too."""
+    return (
+        f"{outcome_rate(queue, 'failed|lost', by)}\n/\n"
+        f"{outcome_rate(queue, 'succeeded|failed|lost', by)}"
+    )
+
+
+def lost_recovered_rate(queue: str, by: str) -> str:
+    """Lost executions whose real end arrived later, per second."""
+    rate = f"rate(celery_tasks_lost_recovered_total{sel(queue)}{RATE})"
+    return f"sum by ({by}) (max by (queue, task) ({rate}))"
 
 
 def runtime_quantile(q: float, queue: str, by: str) -> str:
@@ -196,6 +223,23 @@ def _with_refs(targets: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{**t, "refId": chr(ord("A") + i)} for i, t in enumerate(targets)]
 
 
+def outcome_colors(*outcomes: str, suffix: bool = False) -> list[dict[str, Any]]:
+    """Field overrides giving `outcomes` (default: all) their color: series named after the
+    outcome, or (`suffix`) whose name ends with " <outcome>"."""
+    return [
+        {
+            "matcher": (
+                {"id": "byRegexp", "options": f".* {outcome}"}
+                if suffix
+                else {"id": "byName", "options": outcome}
+            ),
+            "properties": [{"id": "color", "value": {"mode": "fixed", "fixedColor": color}}],
+        }
+        for outcome, color in OUTCOME_COLORS.items()
+        if not outcomes or outcome in outcomes
+    ]
+
+
 def timeseries(
     title: str,
     description: str,
@@ -207,6 +251,7 @@ def timeseries(
     max_value: float | None = None,
     thresholds: list[tuple[str, float | None]] | None = None,
     legend_calcs: tuple[str, ...] = ("lastNotNull", "max"),
+    overrides: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """A time series panel (optionally stacked)."""
     custom: dict[str, Any] = {
@@ -219,7 +264,8 @@ def timeseries(
         "thresholdsStyle": {"mode": "dashed" if thresholds else "off"},
     }
     field_config = _field_config(
-        unit, custom=custom, thresholds=thresholds, min_value=min_value, max_value=max_value
+        unit, custom=custom, thresholds=thresholds, min_value=min_value, max_value=max_value,
+        overrides=overrides,
     )
     field_config["defaults"]["color"] = {"mode": "palette-classic"}
     return {
@@ -640,7 +686,8 @@ def overview() -> dict[str, Any]:
     ), 4, 4)
     layout.add(stat(
         "Failure ratio",
-        "failed / (succeeded + failed) task executions over the rate interval, selected queues.",
+        "(failed + lost) / (succeeded + failed + lost) task executions over the rate "
+        "interval, selected queues; a lost execution counts as a failure.",
         [target(failure_ratio(queue, by=""))], RATIO,
         thresholds=FAILURE_RATIO_STEPS,
     ), 4, 4)
@@ -675,34 +722,50 @@ def overview() -> dict[str, Any]:
     layout.row("Throughput and failures")
     layout.add(timeseries(
         "Throughput by queue",
-        "Task executions per second that succeeded and that failed for good, per queue "
-        "(rate of celery_tasks_total). Retries are not failures.",
+        "Task executions per second that succeeded, that failed for good and that were lost, "
+        "per queue (rate of celery_tasks_total). Retries are not failures; " + LOST_NOTE,
         [
             target(outcome_rate(queue, "succeeded", "queue"), "{{queue}} succeeded"),
             target(outcome_rate(queue, "failed", "queue"), "{{queue}} failed"),
+            target(outcome_rate(queue, "lost", "queue"), "{{queue}} lost"),
         ],
-        JOBS_PER_SECOND,
+        # Only lost gets its fixed color: the palette tells the queues apart.
+        JOBS_PER_SECOND, overrides=outcome_colors("lost", suffix=True),
     ), 12, 8)
     layout.add(timeseries(
         "Failure ratio by queue",
-        f"failed / (succeeded + failed) per queue. {FAILURE_RATIO_ALERT}",
+        "(failed + lost) / (succeeded + failed + lost) per queue: a lost execution counts as "
+        f"a failure. {FAILURE_RATIO_ALERT}",
         [target(failure_ratio(queue, "queue"), "{{queue}}")],
         RATIO, max_value=1, thresholds=[("green", None), ("red", FAILURE_RATIO_HIGH)],
     ), 12, 8)
     layout.add(timeseries(
         "Outcomes",
-        "Every outcome per second in the selected queues, stacked: succeeded, failed, retried, "
-        "revoked, rejected.",
+        "Every outcome per second in the selected queues, stacked: succeeded, failed, lost, "
+        "retried, revoked, rejected (celery_tasks_total). " + LOST_NOTE,
         [target(outcome_rate(queue, "", "outcome"), "{{outcome}}")],
-        JOBS_PER_SECOND, stack=True,
-    ), 12, 8)
+        JOBS_PER_SECOND, stack=True, overrides=outcome_colors(),
+    ), 8, 8)
     layout.add(timeseries(
         "Top failing tasks",
-        "The 10 queue/task pairs with the most failures per second. " + JOBS_API_NOTE,
-        [target(f"topk(10, {outcome_rate(queue, 'failed', 'queue, task')})",
+        "The 10 queue/task pairs with the most failed or lost executions per second. "
+        + JOBS_API_NOTE,
+        [target(f"topk(10, {outcome_rate(queue, 'failed|lost', 'queue, task')})",
                 "{{queue}} {{task}}")],
         JOBS_PER_SECOND,
-    ), 12, 8)
+    ), 8, 8)
+    layout.add(timeseries(
+        "Lost executions",
+        "Per queue and second: executions lost with their worker (celery_tasks_total{outcome="
+        "\"lost\"}) and those of them whose real end arrived later because the worker was "
+        "only cut off (celery_tasks_lost_recovered_total). lost - recovered is what was really "
+        f"lost: CeleryTasksLost fires when it is above 0 over {LOST_WINDOW}.",
+        [
+            target(outcome_rate(queue, "lost", "queue"), "{{queue}} lost"),
+            target(lost_recovered_rate(queue, "queue"), "{{queue}} recovered"),
+        ],
+        JOBS_PER_SECOND,
+    ), 8, 8)
 
     layout.row("Latency")
     _latency_panels(layout, queue, "each selected queue")
@@ -885,7 +948,9 @@ def queue_drill_down() -> dict[str, Any]:
         [target(outcome_rate(queue, "succeeded", by=""))], JOBS_PER_SECOND,
     ), 4, 4)
     layout.add(stat(
-        "Failure ratio", "failed / (succeeded + failed) over the rate interval.",
+        "Failure ratio",
+        "(failed + lost) / (succeeded + failed + lost) over the rate interval; a lost "
+        "execution counts as a failure.",
         [target(failure_ratio(queue, by=""))], RATIO,
         thresholds=FAILURE_RATIO_STEPS,
     ), 4, 4)
@@ -905,13 +970,14 @@ def queue_drill_down() -> dict[str, Any]:
     layout.add(timeseries(
         "Outcomes",
         "Task executions of the queue per second by outcome, stacked: succeeded, failed, "
-        "retried, revoked, rejected (celery_tasks_total).",
+        "lost, retried, revoked, rejected (celery_tasks_total). " + LOST_NOTE,
         [target(outcome_rate(queue, "", "outcome"), "{{outcome}}")],
-        JOBS_PER_SECOND, stack=True,
+        JOBS_PER_SECOND, stack=True, overrides=outcome_colors(),
     ), 12, 8)
     layout.add(timeseries(
         "Failure ratio",
-        f"failed / (succeeded + failed). {FAILURE_RATIO_ALERT}",
+        "(failed + lost) / (succeeded + failed + lost): a lost execution counts as a "
+        f"failure. {FAILURE_RATIO_ALERT}",
         [target(failure_ratio(queue, "queue"), "{{queue}}")],
         RATIO, max_value=1, thresholds=[("green", None), ("red", FAILURE_RATIO_HIGH)],
     ), 12, 8)
@@ -923,16 +989,21 @@ def queue_drill_down() -> dict[str, Any]:
     ), 12, 8)
     layout.add(timeseries(
         "Top failing tasks",
-        "Failures per second of the 10 tasks of the queue that fail most. " + JOBS_API_NOTE,
-        [target(f"topk(10, {outcome_rate(queue, 'failed', 'task')})", "{{task}}")],
+        "Failed or lost executions per second of the 10 tasks of the queue that fail most. "
+        + JOBS_API_NOTE,
+        [target(f"topk(10, {outcome_rate(queue, 'failed|lost', 'task')})", "{{task}}")],
         JOBS_PER_SECOND,
     ), 12, 8)
     layout.add(table(
         "Top failing tasks over the time range",
-        "Failed executions per task over the dashboard's time range, most first, with their "
-        "retries. " + JOBS_API_NOTE,
+        "Failed and lost executions per task over the dashboard's time range, most first, "
+        "with how many of them were lost and the task's retries. " + LOST_NOTE + " "
+        + JOBS_API_NOTE,
         [
-            target(f"topk(10, {outcome_rate(queue, 'failed', 'task', 'increase', '[$__range]')})",
+            target("topk(10, "
+                   f"{outcome_rate(queue, 'failed|lost', 'task', 'increase', '[$__range]')})",
+                   instant=True, table=True),
+            target(outcome_rate(queue, "lost", "task", "increase", "[$__range]"),
                    instant=True, table=True),
             target(outcome_rate(queue, "retried", "task", "increase", "[$__range]"),
                    instant=True, table=True),
@@ -944,16 +1015,20 @@ def queue_drill_down() -> dict[str, Any]:
                 "id": "organize",
                 "options": {
                     "excludeByName": {"Time": True},
-                    "indexByName": {"task": 0, "Value #A": 1, "Value #B": 2},
-                    "renameByName": {"Value #A": "failed", "Value #B": "retried"},
+                    "indexByName": {"task": 0, "Value #A": 1, "Value #B": 2, "Value #C": 3},
+                    "renameByName": {
+                        "Value #A": "failed + lost", "Value #B": "lost", "Value #C": "retried",
+                    },
                 },
             },
             {"id": "filterByValue", "options": {
-                "filters": [{"fieldName": "failed", "config": {"id": "isNull", "options": {}}}],
+                "filters": [
+                    {"fieldName": "failed + lost", "config": {"id": "isNull", "options": {}}},
+                ],
                 "type": "exclude", "match": "any",
             }},
         ],
-        sort_by="failed",
+        sort_by="failed + lost",
     ), 24, 8)
 
     layout.row("Latency")

@@ -34,6 +34,7 @@ REQUIRED = {
     "CeleryTaskFailureRateHigh",
     "CeleryTaskFailureRatioHigh",
     "CeleryTaskActiveTooLong",
+    "CeleryTasksLost",
     "CeleryWorkerDown",
 }
 
@@ -139,6 +140,33 @@ def test_every_alert_is_unit_tested_firing_and_not_firing() -> None:
     names = {rule["alert"] for rule in rules()}
     assert names - firing == set(), "never tested firing"
     assert names - quiet == set(), "never tested not firing"
+
+
+def test_lost_alert_subtracts_recovered_and_works_without_it() -> None:
+    """CeleryTasksLost counts lost minus recovered executions, keeps the lost count where
+    the recovered counter does not exist (an older exporter), de-duplicates with `max`, and
+    its promtool cases cover a loss, a recovery, that older exporter and a quiet queue."""
+    (rule,) = [r for r in rules() if r["alert"] == "CeleryTasksLost"]
+    expr = rule["expr"]
+    assert expr.startswith("max by (namespace, job, queue) (")
+    assert expr.count('increase(celery_tasks_total{outcome="lost"}[') == 2
+    assert "increase(celery_tasks_lost_recovered_total[" in expr
+    assert re.search(r"\)\s+or\s+sum without \(task, outcome\)", expr), expr
+    suite = yaml.safe_load((REPO / "alerts" / "tests" / "tasks.yml").read_text())
+    (case,) = [c for c in suite["tests"] if any(
+        check["alertname"] == "CeleryTasksLost" for check in c["alert_rule_test"]
+    )]
+    series = "\n".join(s["series"] for s in case["input_series"])
+    for queue in ("oom", "cutoff", "legacy", "quiet"):
+        assert f'queue="{queue}"' in series, queue
+    assert 'celery_tasks_lost_recovered_total{job="celery-jobs-exporter", instance="a:9813", ' \
+        'queue="legacy"' not in series
+    fired = {
+        alert["exp_labels"]["queue"]
+        for check in case["alert_rule_test"]
+        for alert in check["exp_alerts"]
+    }
+    assert fired == {"oom", "cutoff", "legacy"}
 
 
 def test_prometheus_rule_wraps_the_same_groups() -> None:

@@ -155,6 +155,9 @@ def test_overview_covers_the_brief() -> None:
         "celery_exporter_events_undecodable_total",
         "celery_exporter_malformed_messages_total",
         "celery_exporter_events_lost_total",
+        'outcome="lost"',
+        'outcome=~"failed|lost"',
+        "celery_tasks_lost_recovered_total",
     ):
         assert needle in exprs, needle
     assert titles["Failure ratio by queue"]["fieldConfig"]["defaults"]["unit"] == "percentunit"
@@ -168,6 +171,64 @@ def test_queue_dashboard_has_top_failing_tasks() -> None:
     assert "Jobs API" in top["description"]
     assert "exception" in top["description"]
     assert 'queue="$queue"' in top["targets"][0]["expr"]
+
+
+def test_every_outcome_has_its_color() -> None:
+    """Every outcome the exporter counts, lost included, has a fixed color on the outcome
+    panels; lost has its own (a failure color, not failed's)."""
+    from exporter.tracker import OUTCOMES
+
+    generator = load_generator()
+    colors = generator.OUTCOME_COLORS
+    assert set(colors) == set(OUTCOMES)
+    assert "lost" in colors
+    assert colors["lost"] not in {c for o, c in colors.items() if o != "lost"}
+    assert "red" in colors["lost"]
+    for name in sorted(UIDS):
+        outcomes = [p for p in panels(name) if p["title"] == "Outcomes"]
+        assert outcomes, name
+        for panel in outcomes:
+            assert panel["targets"][0]["legendFormat"] == "{{outcome}}"
+            fixed = {
+                o["matcher"]["options"]: o["properties"][0]["value"]["fixedColor"]
+                for o in panel["fieldConfig"]["overrides"]
+            }
+            assert fixed == colors, (name, fixed)
+            assert "lost" in panel["description"]
+
+
+@pytest.mark.parametrize("name", sorted(UIDS))
+def test_failure_ratios_count_lost_executions(name: str) -> None:
+    """Failure ratios and top failing tasks count a lost execution as a failure; the
+    per-queue throughput shows lost next to succeeded and failed."""
+    for panel in panels(name):
+        for target in panel["targets"]:
+            expr = target["expr"]
+            if panel["title"].startswith("Failure ratio"):
+                numerator, denominator = expr.split("\n/\n")
+                assert 'outcome=~"failed|lost"' in numerator, (panel["title"], expr)
+                assert 'outcome=~"succeeded|failed|lost"' in denominator, (panel["title"], expr)
+            if panel["title"] == "Top failing tasks" or (
+                panel["title"] == "Top failing tasks over the time range"
+                and target["refId"] == "A"
+            ):
+                assert 'outcome=~"failed|lost"' in expr, (panel["title"], expr)
+            assert 'outcome="failed"}' not in expr or panel["title"] == "Throughput by queue", (
+                panel["title"], expr,
+            )
+    if name == "celery-overview.json":
+        titles = {p["title"]: p for p in panels(name)}
+        legends = [t["legendFormat"] for t in titles["Throughput by queue"]["targets"]]
+        assert "{{queue}} lost" in legends
+        lost = titles["Lost executions"]
+        assert [t["legendFormat"] for t in lost["targets"]] == [
+            "{{queue}} lost", "{{queue}} recovered",
+        ]
+        assert "CeleryTasksLost" in lost["description"]
+    else:
+        table = {p["title"]: p for p in panels(name)}["Top failing tasks over the time range"]
+        rename = table["transformations"][1]["options"]["renameByName"]
+        assert set(rename.values()) == {"failed + lost", "lost", "retried"}
 
 
 def test_provisioning_files() -> None:
