@@ -1,4 +1,4 @@
-"""Celery tasks as the Jobs API's job objects (see jobs-api.md), field by field.
+"""Celery tasks as the Jobs API's job objects (docs/jobs-api.md), field by field.
 
 Events carry args, kwargs, results and exceptions as Python reprs; they are turned
 back into JSON with `ast.literal_eval` (literals only, never code) and kept as their

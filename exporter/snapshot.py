@@ -1,8 +1,8 @@
 """The immutable Snapshot every reader serves, and how it is built from the sources.
 
 Statuses are disjoint: a task id found in several places counts once, in the first
-of active, delayed, prefetched (waiting) that holds it. See DESIGN.md for what each
-status means on Celery.
+of active, delayed, prefetched (waiting) that holds it. docs/statuses.md says what
+each status means on Celery.
 """
 
 from __future__ import annotations

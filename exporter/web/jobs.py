@@ -1,4 +1,4 @@
-"""The Jobs API (jobs-api.md): queues with their counts, and one queue's jobs by status.
+"""The Jobs API (docs/jobs-api.md): queues with their counts, and one queue's jobs by status.
 
 Counts come from the same snapshot as /metrics. Jobs come from the snapshot too,
 except waiting and paused ones: those are read from the broker's lists, one page at
