@@ -57,6 +57,20 @@ def sidecar(redis_server: RedisServer) -> Iterator[Callable[..., Sidecar]]:
         car.stop()
 
 
+def two_running(
+    redis_server: RedisServer, make_worker: Callable[..., CeleryWorker], car: Sidecar,
+    task: str = "tests.sleep", options: dict[str, Any] | None = None,
+) -> tuple[CeleryWorker, set[str]]:
+    """A worker with two slots, both running a 10-minute task the sidecar sees active."""
+    worker = make_worker(redis_server.url, queues=(QUEUE,), concurrency=2,
+                         transport_options=options)
+    app = load_app(redis_server.url, options)
+    ids = {app.send_task(task, args=(600,), queue=QUEUE).id for _ in range(2)}
+    app.close()
+    car.wait_for(lambda s: queue_counts(s, QUEUE)["active"] == 2)
+    return worker, ids
+
+
 def failed_jobs(car: Sidecar) -> list[dict[str, Any]]:
     page = car.get(f"/v1/jobs/queues/{QUEUE}", params={"status": "failed"})
     assert page.status_code == 200, page.text
@@ -69,11 +83,8 @@ def test_a_killed_worker_s_running_jobs_are_lost(
     sidecar: Callable[..., Sidecar],
 ) -> None:
     """SIGKILL (no worker-offline), early acks: the messages are gone, the jobs are lost."""
-    worker = celery_worker_factory(redis_server.url, queues=(QUEUE,), concurrency=2)
     car = sidecar()
-    app = load_app(redis_server.url)
-    ids = {app.send_task("tests.sleep", args=(600,), queue=QUEUE).id for _ in range(2)}
-    car.wait_for(lambda s: queue_counts(s, QUEUE)["active"] == 2)
+    worker, ids = two_running(redis_server, celery_worker_factory, car)
     killed_at = time.time()
     worker.kill()
     samples = car.wait_for(
@@ -93,7 +104,6 @@ def test_a_killed_worker_s_running_jobs_are_lost(
         )
         assert job["error"] == job["failedReason"]
         assert killed_at * 1000 <= job["finishedOn"] <= time.time() * 1000
-    app.close()
 
 
 def test_acks_late_jobs_of_a_killed_worker_wait_to_run_again(
@@ -102,13 +112,9 @@ def test_acks_late_jobs_of_a_killed_worker_wait_to_run_again(
 ) -> None:
     """acks_late: the messages stay unacked, then the visibility timeout puts them back."""
     options = {"visibility_timeout": 4}
-    worker = celery_worker_factory(redis_server.url, queues=(QUEUE,), concurrency=2,
-                                   transport_options=options)
     car = sidecar("--broker-transport-option", "visibility_timeout=4")
-    app = load_app(redis_server.url, options)
-    for _ in range(2):
-        app.send_task("tests.sleep_late", args=(600,), queue=QUEUE)
-    car.wait_for(lambda s: queue_counts(s, QUEUE)["active"] == 2)
+    worker, _ids = two_running(redis_server, celery_worker_factory, car, "tests.sleep_late",
+                               options)
     worker.kill()
     samples = car.wait_for(
         lambda s: value(s, "celery_worker_up", worker=worker.hostname) == 0
@@ -123,7 +129,6 @@ def test_acks_late_jobs_of_a_killed_worker_wait_to_run_again(
     counts = queue_counts(samples, QUEUE)
     assert (counts["waiting"], counts["active"], counts["failed"]) == (0, 0, 0)
     assert outcome(samples, "lost", "tests.sleep_late") == 0
-    app.close()
 
 
 def test_a_killed_pool_child_fails_its_job_and_the_worker_goes_on(
@@ -131,12 +136,8 @@ def test_a_killed_pool_child_fails_its_job_and_the_worker_goes_on(
     sidecar: Callable[..., Sidecar],
 ) -> None:
     """The worker lives: Celery reports task-failed with WorkerLostError for that job."""
-    worker = celery_worker_factory(redis_server.url, queues=(QUEUE,), concurrency=2)
     car = sidecar()
-    app = load_app(redis_server.url)
-    for _ in range(2):
-        app.send_task("tests.sleep", args=(600,), queue=QUEUE)
-    car.wait_for(lambda s: queue_counts(s, QUEUE)["active"] == 2)
+    worker, _ids = two_running(redis_server, celery_worker_factory, car)
     assert worker.pid is not None
     pool = children(worker.pid)
     assert len(pool) == 2, pool
@@ -147,7 +148,6 @@ def test_a_killed_pool_child_fails_its_job_and_the_worker_goes_on(
     assert value(samples, "celery_worker_up", worker=worker.hostname) == 1
     [job] = failed_jobs(car)
     assert job["failedReason"].startswith("WorkerLostError: Worker exited prematurely")
-    app.close()
 
 
 def test_a_frozen_worker_s_job_is_lost_then_recovered_when_it_finishes(

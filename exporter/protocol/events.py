@@ -17,8 +17,9 @@ import msgspec
 from exporter.protocol.errors import MalformedMessage
 from exporter.protocol.limits import (
     DEFAULT_LIMITS,
-    MAX_IDENTIFIER,
+    Identifier,
     InputLimits,
+    Timestamp,
     check_size,
     clean_tree,
 )
@@ -27,8 +28,6 @@ from exporter.protocol.skips import SkipLog
 
 SKIPPED_EVENTS = SkipLog("events")
 
-Identifier = Annotated[str, msgspec.Meta(max_length=MAX_IDENTIFIER)]
-Timestamp = Annotated[float, msgspec.Meta(ge=-1e11, le=1e11)]
 Count = Annotated[int, msgspec.Meta(ge=0, le=2**53)]
 
 
@@ -78,12 +77,7 @@ _BODY = msgspec.json.Decoder(EventBody)
 def decode_event_message(data: bytes, limits: InputLimits = DEFAULT_LIMITS) -> list[Event]:
     """Decode one pub/sub payload into its Celery event(s); raises MalformedMessage."""
     check_size(data, limits, "event payload")
-    try:
-        envelope = _ENVELOPE.decode(data)
-    except msgspec.ValidationError as exc:
-        raise MalformedMessage(f"not a Celery event envelope: {exc}") from exc
-    except msgspec.DecodeError:
-        envelope = _lenient(load_json(data, limits), _Envelope)
+    envelope: _Envelope = _typed_json(_ENVELOPE, data, _Envelope, limits)
     body = envelope.body
     if isinstance(body, str):
         raw: bytes = body.encode("utf-8", "surrogateescape")
@@ -91,12 +85,7 @@ def decode_event_message(data: bytes, limits: InputLimits = DEFAULT_LIMITS) -> l
         if props is not None and props.body_encoding == "base64":
             raw = b64decode(raw)
         if envelope.content_type in JSON_TYPES:
-            try:
-                body = _BODY.decode(raw)
-            except msgspec.ValidationError as exc:
-                raise MalformedMessage(f"not a Celery event: {exc}") from exc
-            except msgspec.DecodeError:
-                body = _lenient(load_json(raw, limits), EventBody)
+            body = _typed_json(_BODY, raw, EventBody, limits)
         else:
             body = _lenient(decode_payload(envelope.content_type, raw, limits), EventBody)
     if isinstance(body, Event):
@@ -104,6 +93,18 @@ def decode_event_message(data: bytes, limits: InputLimits = DEFAULT_LIMITS) -> l
     if isinstance(body, list):
         return body
     raise MalformedMessage("event body is missing")
+
+
+def _typed_json(decoder: msgspec.json.Decoder[Any], data: bytes, kind: Any,
+                limits: InputLimits) -> Any:
+    """JSON decoded straight into `kind`; text msgspec refuses (lone surrogate escapes,
+    invalid UTF-8) is read again by the lenient path, with that text replaced."""
+    try:
+        return decoder.decode(data)
+    except msgspec.ValidationError as exc:
+        raise MalformedMessage(f"not a Celery event: {exc}") from exc
+    except msgspec.DecodeError:
+        return _lenient(load_json(data, limits), kind)
 
 
 def _lenient(value: Any, kind: Any) -> Any:

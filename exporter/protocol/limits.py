@@ -8,7 +8,9 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
+
+import msgspec
 
 from exporter.protocol.errors import MalformedMessage
 
@@ -17,6 +19,11 @@ DEFAULT_MAX_MESSAGE_BYTES = 1 << 20
 #: Longest task id, task name, hostname, queue or routing key accepted; longer ones
 #: are not Celery's and the item carrying them is refused.
 MAX_IDENTIFIER = 1024
+
+#: The bounded types the structs of the boundary are made of.
+Identifier = Annotated[str, msgspec.Meta(max_length=MAX_IDENTIFIER)]
+#: Seconds since the epoch, within what a clock can say (no NaN, no infinities).
+Timestamp = Annotated[float, msgspec.Meta(ge=-1e11, le=1e11)]
 
 _SURROGATES = re.compile("[\ud800-\udfff]")
 

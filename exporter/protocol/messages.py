@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 
@@ -20,7 +20,9 @@ from exporter.protocol.errors import MalformedMessage
 from exporter.protocol.limits import (
     DEFAULT_LIMITS,
     MAX_IDENTIFIER,
+    Identifier,
     InputLimits,
+    Timestamp,
     check_size,
     valid_text,
 )
@@ -32,9 +34,7 @@ from exporter.protocol.payloads import (
     load_json,
 )
 
-Identifier = Annotated[str, msgspec.Meta(max_length=MAX_IDENTIFIER)]
-#: Seconds since the epoch, within what a clock can say (no NaN, no infinities).
-Timestamp = Annotated[float, msgspec.Meta(ge=-1e11, le=1e11)]
+S = TypeVar("S", bound=msgspec.Struct)
 
 
 class _DeliveryInfo(msgspec.Struct):
@@ -120,20 +120,21 @@ def load_envelope(raw: bytes | str, limits: InputLimits = DEFAULT_LIMITS) -> dic
     return envelope
 
 
+def _section(envelope: Mapping[str, Any], key: str, kind: type[S]) -> S:
+    """The envelope's `headers` or `properties`, checked (empty when missing)."""
+    value = envelope.get(key)
+    if not isinstance(value, Mapping):
+        return kind()
+    checked: S = convert(value, kind, f"message {key}")
+    return checked
+
+
 def _headers(envelope: Mapping[str, Any]) -> _Headers:
-    headers = envelope.get("headers")
-    if not isinstance(headers, Mapping):
-        return _Headers()
-    result: _Headers = convert(headers, _Headers, "message headers")
-    return result
+    return _section(envelope, "headers", _Headers)
 
 
 def _properties(envelope: Mapping[str, Any]) -> _Properties:
-    props = envelope.get("properties")
-    if not isinstance(props, Mapping):
-        return _Properties()
-    result: _Properties = convert(props, _Properties, "message properties")
-    return result
+    return _section(envelope, "properties", _Properties)
 
 
 def decode_body(envelope: Mapping[str, Any], limits: InputLimits = DEFAULT_LIMITS) -> Any:

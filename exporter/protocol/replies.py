@@ -16,8 +16,8 @@ from typing import Annotated, Any
 import msgspec
 
 from exporter.protocol.errors import MalformedMessage
-from exporter.protocol.limits import MAX_IDENTIFIER, clean_tree, valid_text
-from exporter.protocol.messages import Identifier, Timestamp, convert, parse_eta
+from exporter.protocol.limits import MAX_IDENTIFIER, Identifier, Timestamp, clean_tree, valid_text
+from exporter.protocol.messages import convert, parse_eta
 from exporter.protocol.skips import SkipLog
 
 log = logging.getLogger(__name__)

@@ -14,10 +14,13 @@ import msgspec
 
 from exporter.jobstore import MAX_FAILURES, MAX_TEXT, MAX_TRACEBACK, Job, clip, pack_traceback
 from exporter.protocol.errors import MalformedMessage
-from exporter.protocol.limits import DEFAULT_LIMITS, MAX_IDENTIFIER, InputLimits, check_size
-
-Identifier = Annotated[str, msgspec.Meta(max_length=MAX_IDENTIFIER)]
-Timestamp = Annotated[float, msgspec.Meta(ge=-1e11, le=1e11)]
+from exporter.protocol.limits import (
+    DEFAULT_LIMITS,
+    Identifier,
+    InputLimits,
+    Timestamp,
+    check_size,
+)
 
 
 class SavedJob(msgspec.Struct):
