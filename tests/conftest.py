@@ -17,6 +17,18 @@ if TYPE_CHECKING:
 
 _ENV_KEYS = ("TEST_BROKER_URL", "TEST_BROKER_TRANSPORT_OPTIONS")
 
+#: Fixtures that start real services: a test using one (directly or through another
+#: fixture) is end-to-end. Modules that start processes themselves (the sidecar,
+#: promtool, Prometheus, pip) mark themselves with `pytest.mark.e2e`.
+E2E_FIXTURES = frozenset({"redis_server", "celery_app", "celery_worker_factory"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that needs real services `e2e`: `pytest -m "not e2e"` is the unit layer."""
+    for item in items:
+        if E2E_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.e2e)
+
 
 @pytest.fixture
 def redis_server() -> Iterator[RedisServer]:

@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
+pytestmark = pytest.mark.e2e
+
 REPO = Path(__file__).resolve().parents[1]
 RULES = REPO / "alerts" / "celery-exporter.rules.yml"
 RULE_TESTS = sorted((REPO / "alerts" / "tests").glob("*.yml"))

@@ -196,6 +196,7 @@ def hostile_inputs(draw: st.DrawFn) -> dict[str, Any]:
     }
 
 
+@pytest.mark.e2e  # promtool checks every exposition
 @PROPERTY
 @given(hostile_inputs())
 def test_no_input_stops_the_refresh_and_the_output_stays_valid(inputs: dict[str, Any]) -> None:

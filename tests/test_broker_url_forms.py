@@ -19,7 +19,7 @@ from tests.support.celery_worker import CeleryWorker
 from tests.support.redis_server import RedisServer
 from tests.support.sidecar import Sidecar, value
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
 SECRET = "s3cr3t-broker-pw"
 FAST = ("--refresh-interval", "0.5", "--inspect-timeout", "0.5", "--no-auth")

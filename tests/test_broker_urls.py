@@ -14,7 +14,7 @@ from tests.support.redis_server import RedisServer, find_free_port
 from tests.support.sidecar import Sidecar, queue_counts, value
 from tests.support.wait import wait_until
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
 FAST = ("--refresh-interval", "0.5", "--inspect-timeout", "0.5", "--no-events")
 

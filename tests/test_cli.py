@@ -20,6 +20,8 @@ from exporter.cli import serve
 from tests.support.redis_server import RedisServer, find_free_port
 from tests.support.wait import process_group_gone, wait_until
 
+pytestmark = pytest.mark.e2e
+
 CLI = Path(sys.executable).with_name("celery-jobs-exporter")
 ERROR_PREFIX = "celery-jobs-exporter: error: "
 SECRET = "s3cr3t-Pa55"

@@ -22,7 +22,7 @@ from tests.support.redis_server import RedisServer
 from tests.support.sidecar import Sidecar, queue_counts, value
 from tests.support.wait import wait_until
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
 WORKER_TIMEOUT = 3.0
 SIDECAR = ("--refresh-interval", "0.5", "--inspect-timeout", "0.3",

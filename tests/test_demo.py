@@ -16,7 +16,7 @@ from tests.support.redis_server import find_free_port
 from tests.support.sidecar import REPO_ROOT, parse_metrics
 from tests.support.wait import wait_until
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
 STATUSES = ("waiting", "active", "delayed", "paused", "completed", "failed")
 

@@ -19,6 +19,8 @@ import yaml
 from tests.support.redis_server import RedisServer, find_free_port
 from tests.support.sidecar import Sidecar, parse_metrics
 
+pytestmark = pytest.mark.e2e
+
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"

@@ -27,7 +27,7 @@ from tests.support.redis_server import RedisServer
 from tests.support.sidecar import Sidecar, parse_metrics, queue_counts, value
 from tests.support.wait import wait_until
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
 FAST = ("--refresh-interval", "0.5", "--inspect-timeout", "0.3", "--no-auth")
 EVENT_CHANNEL = "/0.celeryev/task.hostile"

@@ -31,6 +31,8 @@ from tests.support.redis_server import RedisServer, find_free_port
 from tests.support.sidecar import REPO_ROOT, Sidecar
 from tests.support.wait import wait_until
 
+pytestmark = pytest.mark.e2e
+
 SECRET = "Qu3ry-s3cr3t-pw"
 KEY = "hardening-test-key-0123456789"
 FAST = ("--refresh-interval", "0.5", "--inspect-timeout", "0.5", "--no-events")

@@ -46,7 +46,7 @@ from tests.support.wait import process_group_gone, wait_until
 if TYPE_CHECKING:
     from celery import Celery
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 REPO = Path(__file__).resolve().parents[1]
 QUEUE = "install_q"

@@ -29,7 +29,7 @@ from tests.support.redis_server import RedisServer
 from tests.support.sidecar import Sidecar, parse_metrics, queue_counts
 from tests.support.wait import wait_until
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
 KEY = "contract-flag-key-0123456789"
 ADMIN_KEY = "file-admin-key-abcdefghijklmnop"

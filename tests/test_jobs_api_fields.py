@@ -14,7 +14,7 @@ from tests.support.redis_server import RedisServer
 from tests.support.sidecar import Samples, Sidecar
 from tests.support.wait import wait_until
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
 KEY = "test-key-0123456789abcdef"
 HEADERS = {"X-API-KEY": KEY}

@@ -42,7 +42,7 @@ from tests.support.celery_worker import CeleryWorker, load_app
 from tests.support.redis_server import RedisServer
 from tests.support.wait import wait_until
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
 KEY = "fuzz-admin-key-0123456789abcdef"
 READER_KEY = "fuzz-reader-key-0123456789abcdef"

@@ -31,7 +31,7 @@ from tests.support.redis_server import RedisServer
 from tests.support.sidecar import Sidecar, value
 from tests.support.wait import wait_until
 
-pytestmark = pytest.mark.timeout(150)
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
 
 KEY = "paging-key-0123456789abcdef"
 HEADERS = {"X-API-KEY": KEY}

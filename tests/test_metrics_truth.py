@@ -12,7 +12,7 @@ from tests.support.redis_server import RedisServer
 from tests.support.sidecar import Samples, Sidecar, queue_counts, value
 from tests.support.wait import wait_until
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
 SIDECAR_ARGS = ("--refresh-interval", "0.5", "--inspect-timeout", "0.8", "--queue", "empty_q")
 

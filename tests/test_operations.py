@@ -11,7 +11,7 @@ from tests.support.celery_worker import CeleryWorker, load_app
 from tests.support.redis_server import RedisServer
 from tests.support.sidecar import Sidecar, queue_counts
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
 FAST = ("--refresh-interval", "0.5", "--inspect-timeout", "0.5")
 

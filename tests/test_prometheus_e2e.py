@@ -55,7 +55,7 @@ UNCONSUMED_QUEUE = "unconsumed"
 FAILURE_ALERTS = ("CeleryTaskFailureRateHigh", "CeleryTaskFailureRatioHigh")
 FAILURE_BURST = 60
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
 
 def require_binary(name: str) -> str:
