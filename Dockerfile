@@ -16,7 +16,7 @@ ENV PIP_NO_CACHE_DIR=1 \
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
-COPY pyproject.toml README.md constraints.txt ./
+COPY pyproject.toml README.md LICENSE constraints.txt ./
 COPY exporter ./exporter
 RUN pip install --no-cache-dir -c constraints.txt . \
     && find /opt/venv -name '__pycache__' -type d -prune -exec rm -rf {} + \
