@@ -15,15 +15,19 @@ selected exporter instances (de-duplication) and only then sums or ratios.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script: `python grafana/generate.py`
+    sys.path.insert(0, str(ROOT))
+
+from alerts.thresholds import SETTINGS  # noqa: E402
+
 DASHBOARDS_DIR = Path(__file__).resolve().parent / "dashboards"
-ALERTS_GENERATOR = Path(__file__).resolve().parents[1] / "alerts" / "generate.py"
 OVERVIEW_UID = "celery-exporter-overview"
 QUEUE_UID = "celery-exporter-queue"
 TAG = "celery-jobs-exporter"
@@ -32,17 +36,7 @@ GRID_WIDTH = 24
 
 
 
-def _alert_settings() -> dict[str, dict[str, Any]]:
-    """The alert thresholds (alerts/generate.py), so threshold lines match the alerts."""
-    spec = importlib.util.spec_from_file_location("alerts_generate", ALERTS_GENERATOR)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    settings: dict[str, dict[str, Any]] = module.SETTINGS
-    return settings
-
-
-ALERTS = _alert_settings()
+ALERTS = SETTINGS  # the alerts' thresholds, drawn on the dashboards
 BACKLOG_HIGH = ALERTS["CeleryQueueBacklogHigh"]["threshold"]
 FAILURE_RATIO_HIGH = ALERTS["CeleryTaskFailureRatioHigh"]["threshold"]
 FAILURE_RATIO_MIN_JOBS = ALERTS["CeleryTaskFailureRatioHigh"]["min_jobs"]

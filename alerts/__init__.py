@@ -1,0 +1,1 @@
+"""Prometheus alert rules of celery-jobs-exporter: thresholds and the rules generator."""
