@@ -66,6 +66,9 @@ class QueueAdmission:
         """Whether `name` is reported; a new name is admitted while there is room."""
         if name in self._admitted:
             return True
+        if len(self._admitted) >= self._max:  # full for good: refused without the lock
+            self._refused.add(name)
+            return False
         with self._lock:
             if name in self._admitted:
                 return True

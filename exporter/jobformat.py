@@ -14,7 +14,7 @@ import reprlib
 from collections.abc import Mapping
 from typing import Any
 
-from exporter.jobstore import Job, clip
+from exporter.jobstore import Job, clip, unpack_traceback
 from exporter.protocol.limits import valid_text
 from exporter.protocol.messages import TaskMessage
 from exporter.snapshot import TaskPlacement
@@ -179,9 +179,9 @@ def _reason(job: Job | None) -> str | None:
     """The failedReason of a job: its last failure's exception (or traceback)."""
     if job is None or not job.failures:
         return None
-    exception, _packed = job.failures[-1]
-    texts = job.failure_texts() if exception and exception.startswith(_WRAPPER) else ()
-    return failed_reason(exception, texts[-1][1] if texts else None)
+    exception, packed = job.failures[-1]
+    wrapped = bool(exception and exception.startswith(_WRAPPER))
+    return failed_reason(exception, unpack_traceback(packed) if wrapped else None)
 
 
 def _ms(seconds: float | None) -> int | None:

@@ -372,7 +372,7 @@ class Refresher:
         A worker is declared once, when it is first seen down; `now` is when its
         lost jobs finished. Workers seen up again, or no longer reported, are forgotten.
         """
-        in_broker = {entry.task_id for entry in broker.unacked} if broker else set()
+        in_broker: set[str] | None = None  # read only when a worker is newly down
         declared = False
         for hostname in list(self._down_since):
             if hostname not in workers or workers[hostname].up:
@@ -385,6 +385,8 @@ class Refresher:
             if worker.up or hostname in self._down_since:
                 continue
             self._down_since[hostname] = now
+            if in_broker is None:
+                in_broker = {entry.task_id for entry in broker.unacked} if broker else set()
             held = self._tracker.declare_lost(hostname, now, in_broker)
             self._stranded_by[hostname] = held | self._held_by.get(hostname, frozenset())
             declared = True

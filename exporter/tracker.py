@@ -313,6 +313,8 @@ class TaskTracker:
 
     def revive(self, task_ids: Iterable[str]) -> None:
         """Lost jobs a live worker says it runs after all (it was only cut off): active again."""
+        if not self._lost:  # nearly always: no lock taken on the refresher's path
+            return
         with self.lock:
             for task_id in task_ids:
                 job = self._unlose(task_id)

@@ -106,9 +106,10 @@ class BrokerSource:
         queues = set(self._configured) | set(extra_queues)
         for names in bound_queues.values():
             queues.update(names)
-        if self._admission is not None:  # past --max-queues: not read, not reported
-            queues = self._admission.admitted(sorted(queues))
         queue_list = sorted(queues)
+        if self._admission is not None:  # past --max-queues: not read, not reported
+            queue_list = [queue for queue in queue_list if self._admission.admit(queue)]
+            queues = set(queue_list)
 
         new_tags = [t for t in tags if t not in self._unacked_cache]
         steps = len(self._transport.priority_steps)

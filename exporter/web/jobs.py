@@ -226,9 +226,9 @@ def _from_raw_messages(
     raws: list[bytes], status: str, backend: JobsBackend
 ) -> list[dict[str, Any]]:
     parsed: list[tuple[bytes, Any]] = []
+    limits = backend.input_limits
     for raw in raws:
         try:
-            limits = backend.input_limits
             envelope = load_envelope(raw, limits)
             parsed.append((raw, parse_task_message(envelope, with_body=True, limits=limits)))
         except MalformedMessage as exc:
