@@ -16,23 +16,23 @@ from typing import Any
 import click
 
 from exporter import __version__
-from exporter.cardinality import (
-    DEFAULT_MAX_LABEL_LENGTH,
-    DEFAULT_MAX_QUEUES,
-    DEFAULT_MAX_TASK_SERIES,
-)
-from exporter.protocol.limits import DEFAULT_MAX_MESSAGE_BYTES
-from exporter.redis_client import parse_endpoint
-from exporter.settings import (
+from exporter.config.errors import ConfigError
+from exporter.config.settings import (
     LOG_FORMATS,
     LOG_LEVELS,
-    ConfigError,
     Settings,
     parse_buckets,
     parse_listen_address,
     parse_transport_options,
     validate_broker_url,
 )
+from exporter.protocol.cardinality import (
+    DEFAULT_MAX_LABEL_LENGTH,
+    DEFAULT_MAX_QUEUES,
+    DEFAULT_MAX_TASK_SERIES,
+)
+from exporter.protocol.limits import DEFAULT_MAX_MESSAGE_BYTES
+from exporter.sources.redis import parse_endpoint
 
 ENV_PREFIX = "CELERY_EXPORTER_"
 DEFAULT_BROKER_URL = "redis://localhost:6379/0"
@@ -187,7 +187,7 @@ def read_secret(flag: str, value: str | None, file_flag: str, path: str | None) 
 
 
 def _auth_values(options: dict[str, Any]) -> dict[str, Any]:
-    from exporter.auth import keys_from_file, keys_from_flags, metrics_credentials
+    from exporter.config.auth import keys_from_file, keys_from_flags, metrics_credentials
 
     keys = keys_from_flags(k for raw in options["api_keys"] for k in raw.split())
     if options["api_keys_file"]:
@@ -211,7 +211,7 @@ def _auth_values(options: dict[str, Any]) -> dict[str, Any]:
 
 def build_settings(options: dict[str, Any], **overrides: Any) -> Settings:
     """Validate raw option values into Settings; raises ConfigError naming the flag."""
-    from exporter.settings import DEFAULT_QUEUE_WAIT_BUCKETS, DEFAULT_RUNTIME_BUCKETS
+    from exporter.config.settings import DEFAULT_QUEUE_WAIT_BUCKETS, DEFAULT_RUNTIME_BUCKETS
 
     host, port = parse_listen_address(options["listen_address"])
     queues = tuple(
@@ -286,8 +286,8 @@ def cli() -> None:
 @_config_errors
 def serve(**options: Any) -> None:
     """Serve /metrics for a Celery broker (gunicorn, one refresher per sidecar)."""
-    from exporter.logs import configure_logging
-    from exporter.server import serve as run_server
+    from exporter.config.logs import configure_logging
+    from exporter.serving.server import serve as run_server
 
     settings = build_settings(options)
     configure_logging(settings.log_level, settings.log_format)
@@ -304,7 +304,7 @@ def serve(**options: Any) -> None:
 @_config_errors
 def demo(port: int, redis_port: int) -> None:
     """Start a demo on loopback: its own Redis, a Celery worker, jobs in every status."""
-    from exporter.demo import run_demo
+    from exporter.demo.run import run_demo
 
     run_demo(exporter_port=port, redis_port=redis_port)
 

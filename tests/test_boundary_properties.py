@@ -25,20 +25,20 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from exporter import jobformat
-from exporter.history import dump_job
-from exporter.jobstore import Job
+from exporter.config.settings import Settings
+from exporter.core.history import dump_job
+from exporter.core.refresher import Refresher
+from exporter.core.saved import load_saved_job
+from exporter.model.jobs import Job
+from exporter.model.readings import BrokerReading, UnackedTask, WorkersReading
+from exporter.prometheus.render import render
 from exporter.protocol.errors import MalformedMessage
 from exporter.protocol.events import decode_batch, decode_event_message, events_from
 from exporter.protocol.messages import load_envelope, parse_task_message, parse_unacked_entry
 from exporter.protocol.replies import COMMANDS, assemble_replies
-from exporter.protocol.saved import load_saved_job
-from exporter.refresher import Refresher
-from exporter.render import render
-from exporter.runtime import make_tracker
-from exporter.settings import Settings
-from exporter.sources.broker import BrokerReading, UnackedTask, resolve_queue
-from exporter.sources.workers import WorkersReading
+from exporter.protocol.routing import resolve_queue
+from exporter.serving.runtime import make_tracker
+from exporter.web import jobformat
 
 PAYLOADS = Path(__file__).resolve().parents[1] / "bench" / "events" / "payloads.jsonl"
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.redis_client import kombu_url
+from exporter.sources.redis import kombu_url
 from tests.support.celery_worker import CeleryWorker
 from tests.support.redis_server import RedisServer
 from tests.support.sidecar import Sidecar, value

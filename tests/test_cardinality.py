@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from exporter.cardinality import QueueAdmission, label_value
+from exporter.config.settings import Settings
+from exporter.core.refresher import Refresher
+from exporter.core.tracker import MAX_WORKERS
+from exporter.model.readings import BrokerReading
+from exporter.prometheus.render import render
+from exporter.protocol.cardinality import QueueAdmission, label_value
 from exporter.protocol.events import events_from
-from exporter.refresher import Refresher
-from exporter.render import render
-from exporter.runtime import make_tracker
-from exporter.settings import Settings
-from exporter.sources.broker import BrokerReading
-from exporter.tracker import MAX_WORKERS
+from exporter.serving.runtime import make_tracker
 
 #: The bound the README states for the default limits and histogram buckets.
 MAX_EXPOSITION_BYTES = 10_000_000

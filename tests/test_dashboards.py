@@ -176,7 +176,7 @@ def test_queue_dashboard_has_top_failing_tasks() -> None:
 def test_every_outcome_has_its_color() -> None:
     """Every outcome the exporter counts, lost included, has a fixed color on the outcome
     panels; lost has its own (a failure color, not failed's)."""
-    from exporter.tracker import OUTCOMES
+    from exporter.core.tracker import OUTCOMES
 
     generator = load_generator()
     colors = generator.OUTCOME_COLORS

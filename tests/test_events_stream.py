@@ -15,13 +15,13 @@ import pytest
 import redis
 from celery import Celery
 
-from exporter.jobstore import RetentionLimits
+from exporter.core.taskstats import TaskStats
+from exporter.core.tracker import TaskTracker
+from exporter.model.jobs import RetentionLimits
 from exporter.protocol.events import Event as DecodedEvent
-from exporter.redis_client import connect, parse_endpoint
-from exporter.settings import TransportOptions
+from exporter.protocol.keys import TransportOptions
 from exporter.sources.events import EventStream
-from exporter.taskstats import TaskStats
-from exporter.tracker import TaskTracker
+from exporter.sources.redis import connect, parse_endpoint
 from tests.support.redis_server import RedisServer
 from tests.support.wait import wait_until
 

@@ -16,8 +16,14 @@ from prometheus_client.core import (
 from prometheus_client.exposition import generate_latest as library_text
 from prometheus_client.openmetrics.exposition import generate_latest as library_openmetrics
 
-from exporter.exposition import Family, Histograms, library_families, takes_fast_path, write_both
-from exporter.taskstats import HistogramData
+from exporter.model.stats import HistogramData
+from exporter.prometheus.exposition import (
+    Family,
+    Histograms,
+    library_families,
+    takes_fast_path,
+    write_both,
+)
 
 AWKWARD = ['plain', 'with "quotes"', "back\\slash", "new\nline", "ünïcødé ✓", "", "a=b,c"]
 VALUES = [0, 1, -1, 0.5, 1e-9, 123456789.0, 1e21, math.inf, -math.inf, math.nan, 2**53]

@@ -18,14 +18,14 @@ from typing import Any
 import msgspec
 import pytest
 
-from exporter.history import LOAD_CHUNK, SAVE_CHUNK, JobHistory
+from exporter.config.settings import Settings
+from exporter.core.history import LOAD_CHUNK, SAVE_CHUNK, JobHistory
+from exporter.core.refresher import Refresher
+from exporter.core.tracker import TaskTracker
 from exporter.protocol.events import decode_event_message, events_from
-from exporter.redis_client import connect, parse_endpoint
-from exporter.refresher import Refresher
-from exporter.runtime import make_tracker
-from exporter.settings import Settings
+from exporter.serving.runtime import make_tracker
 from exporter.sources.broker import BrokerSource
-from exporter.tracker import TaskTracker
+from exporter.sources.redis import connect, parse_endpoint
 from tests.support.redis_server import RedisServer
 
 PAYLOADS = Path(__file__).resolve().parents[1] / "bench" / "events" / "payloads.jsonl"

@@ -24,8 +24,8 @@ import pytest
 from pythonjsonlogger.json import JsonFormatter
 
 from exporter.cli import build_settings, serve
-from exporter.logs import TEXT_FORMAT, RedactingFilter
-from exporter.settings import Settings, redact_url
+from exporter.config.logs import TEXT_FORMAT, RedactingFilter
+from exporter.config.settings import Settings, redact_url
 from exporter.web.app import create_app
 from tests.support.redis_server import RedisServer, find_free_port
 from tests.support.sidecar import REPO_ROOT, Sidecar
@@ -126,7 +126,7 @@ def test_tracebacks_stacks_and_extras_are_redacted(fmt: str) -> None:
 
 LOGGING_SCRIPT = textwrap.dedent("""
     import logging, sys, threading
-    from exporter.logs import configure_logging
+    from exporter.config.logs import configure_logging
 
     configure_logging("debug", sys.argv[1])
     url = sys.argv[2]

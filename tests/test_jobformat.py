@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from exporter.jobformat import failed_reason, from_job
-from exporter.jobstore import Job, pack_traceback
+from exporter.model.jobs import Job, pack_traceback
+from exporter.web.jobformat import failed_reason, from_job
 
 LOST_CHILD = (
     "Traceback (most recent call last):\n"

@@ -33,10 +33,10 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from exporter.auth import ApiKey, KeyRing, digest, keys_from_flags
-from exporter.runtime import Runtime
-from exporter.settings import Settings
-from exporter.sharing import LocalProvider
+from exporter.config.auth import ApiKey, KeyRing, digest, keys_from_flags
+from exporter.config.settings import Settings
+from exporter.serving.runtime import Runtime
+from exporter.serving.sharing import LocalProvider
 from exporter.web.app import OPENAPI_PATH, AsgiApp, create_app
 from tests.support.celery_worker import CeleryWorker, load_app
 from tests.support.redis_server import RedisServer

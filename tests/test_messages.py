@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 from kombu.entity import Exchange, Queue
 
 from exporter.protocol.events import Event, decode_event_message
+from exporter.protocol.keys import TransportOptions
 from exporter.protocol.messages import (
     MalformedMessage,
     TaskMessage,
@@ -34,7 +35,6 @@ from exporter.protocol.messages import (
     parse_task_message,
     parse_unacked_entry,
 )
-from exporter.settings import TransportOptions
 from exporter.sources.broker import BrokerSource
 from tests.support.celery_worker import CeleryWorker
 from tests.support.redis_server import RedisServer

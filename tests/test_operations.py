@@ -44,5 +44,5 @@ def test_json_logs_are_one_object_per_line(redis_server: RedisServer) -> None:
             assert f'href="{path}"' in landing.text
         lines = [line for line in sidecar.log().splitlines() if line.startswith("{")]
     ours = [json.loads(line) for line in lines]
-    assert any(entry["logger"] == "exporter.runtime" for entry in ours), lines
+    assert any(entry["logger"] == "exporter.serving.runtime" for entry in ours), lines
     assert all({"time", "level", "message"} <= entry.keys() for entry in ours)

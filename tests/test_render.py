@@ -22,16 +22,16 @@ from prometheus_client.openmetrics.parser import (
 )
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
+from exporter.config.settings import Settings
+from exporter.core.refresher import Refresher
+from exporter.core.tracker import TaskTracker
+from exporter.model.snapshot import STATUSES, Snapshot
+from exporter.prometheus.render import RenderedMetrics, render
 from exporter.protocol.events import decode_event_message, events_from
-from exporter.redis_client import connect, parse_endpoint
-from exporter.refresher import Refresher
-from exporter.render import RenderedMetrics, render
-from exporter.runtime import make_tracker
-from exporter.settings import Settings
-from exporter.snapshot import STATUSES, Snapshot
+from exporter.serving.runtime import make_tracker
 from exporter.sources.broker import BrokerSource
+from exporter.sources.redis import connect, parse_endpoint
 from exporter.sources.workers import WorkersSource, make_inspect_app
-from exporter.tracker import TaskTracker
 from tests.support.celery_worker import CeleryWorker
 from tests.support.redis_server import RedisServer
 from tests.support.wait import wait_until
@@ -336,8 +336,8 @@ def test_the_exposition_is_the_bytes_prometheus_client_writes(built: Built) -> N
         generate_latest as library_openmetrics,
     )
 
-    from exporter.exposition import library_families, takes_fast_path
-    from exporter.render import _SnapshotCollector
+    from exporter.prometheus.exposition import library_families, takes_fast_path
+    from exporter.prometheus.render import _SnapshotCollector
 
     families = list(_SnapshotCollector(built.snapshot).collect())
     assert takes_fast_path(families)

@@ -16,19 +16,17 @@ from hypothesis import strategies as st
 from kombu.connection import Connection
 from kombu.utils.url import parse_url
 
-from exporter.redis_client import parse_endpoint
-from exporter.settings import (
-    DEFAULT_PRIORITY_STEPS,
-    DEFAULT_SEP,
-    ConfigError,
+from exporter.config.errors import ConfigError
+from exporter.config.settings import (
     Settings,
-    TransportOptions,
     parse_buckets,
     parse_listen_address,
     parse_transport_options,
     redact_url,
     transport_options_from_mapping,
 )
+from exporter.protocol.keys import DEFAULT_PRIORITY_STEPS, DEFAULT_SEP, TransportOptions
+from exporter.sources.redis import parse_endpoint
 from tests.support.redis_server import RedisServer
 
 FLAG = "--broker-transport-option"

@@ -20,11 +20,11 @@ from typing import Any
 import msgspec
 import pytest
 
-from exporter.jobstore import MAX_TRACEBACK, Job, RetentionLimits, clip
+from exporter.core.taskstats import OTHER_TASK, TaskStats
+from exporter.core.tracker import OUTCOMES, TaskTracker
+from exporter.model.jobs import MAX_TRACEBACK, Job, RetentionLimits, clip
 from exporter.protocol.errors import MalformedMessage
 from exporter.protocol.events import decode_event_message, events_from
-from exporter.taskstats import OTHER_TASK, TaskStats
-from exporter.tracker import OUTCOMES, TaskTracker
 
 PAYLOADS = Path(__file__).resolve().parents[1] / "bench" / "events" / "payloads.jsonl"
 BUCKETS = (0.001, 0.01, 0.1, 1.0, 10.0)

@@ -64,8 +64,8 @@ from bench.common import (
     resp_publish,
     table,
 )
-from exporter.jobformat import MAX_VALUE_CHARS
-from exporter.jobstore import MAX_TEXT, MAX_TRACEBACK, TRUNCATION_MARK, clip
+from exporter.model.jobs import MAX_TEXT, MAX_TRACEBACK, TRUNCATION_MARK, clip
+from exporter.web.jobformat import MAX_VALUE_CHARS
 from tests.support.celery_worker import load_app
 from tests.support.redis_server import RedisServer
 from tests.support.sidecar import Sidecar

@@ -24,14 +24,15 @@ from typing import Any
 import redis
 
 from bench.refresh.fill import ack, add_unacked, fill_queues
-from exporter.history import JobHistory
-from exporter.redis_client import connect, parse_endpoint
-from exporter.refresher import Refresher
-from exporter.render import RenderedMetrics, render
-from exporter.runtime import make_tracker
-from exporter.settings import Settings, TransportOptions
-from exporter.snapshot import Snapshot
+from exporter.config.settings import Settings
+from exporter.core.history import JobHistory
+from exporter.core.refresher import Refresher
+from exporter.model.snapshot import Snapshot
+from exporter.prometheus.render import RenderedMetrics, render
+from exporter.protocol.keys import TransportOptions
+from exporter.serving.runtime import make_tracker
 from exporter.sources.broker import BrokerSource
+from exporter.sources.redis import connect, parse_endpoint
 from exporter.sources.workers import WorkersSource, make_inspect_app
 from tests.support.redis_server import RedisServer
 
@@ -216,7 +217,7 @@ class Stand:
         self.server.cleanup()
 
     def _build_refresher(self) -> Refresher:
-        """A Refresher wired as `exporter.runtime` wires it, rendering every snapshot."""
+        """A Refresher wired as `exporter.serving.runtime` wires it, rendering every snapshot."""
         args, transport, url = self._args, self._transport, self.server.url
         settings = Settings(
             broker_url=url, transport=transport, inspect_timeout=args.inspect_timeout or 1.0

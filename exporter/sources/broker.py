@@ -10,18 +10,19 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import redis
 
-from exporter.cardinality import QueueAdmission
+from exporter.model.readings import BrokerReading, UnackedTask
+from exporter.protocol.cardinality import QueueAdmission
 from exporter.protocol.errors import MalformedMessage
+from exporter.protocol.keys import TransportOptions
 from exporter.protocol.limits import DEFAULT_LIMITS, InputLimits
 from exporter.protocol.messages import parse_unacked_entry
+from exporter.protocol.routing import resolve_queue
 from exporter.protocol.skips import SkipLog
-from exporter.redis_client import as_text
-from exporter.settings import TransportOptions
+from exporter.sources.redis import as_text
 
 log = logging.getLogger(__name__)
 
@@ -29,30 +30,6 @@ BINDING_PREFIX = "_kombu.binding."
 #: Exchanges whose bindings are Celery internals, not task queues.
 INTERNAL_EXCHANGE_SUFFIXES = (".pidbox",)
 INTERNAL_EXCHANGES = frozenset({"celeryev"})
-
-
-@dataclass(frozen=True, slots=True)
-class UnackedTask:
-    """A message a worker took from a queue and has not acknowledged yet."""
-
-    delivery_tag: str
-    task_id: str
-    name: str | None
-    queue: str
-    eta: float | None
-
-
-@dataclass(frozen=True)
-class BrokerReading:
-    """One consistent read of the broker."""
-
-    queues: frozenset[str]
-    waiting_in_lists: Mapping[str, int]
-    unacked: tuple[UnackedTask, ...]
-    new_malformed: int
-    round_trips: int
-    read_at: float
-    bound_queues: Mapping[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
 
 
 def is_internal_exchange(exchange: str) -> bool:
@@ -211,20 +188,6 @@ class BrokerSource:
         current = set(current_tags)
         for tag in [t for t in self._unacked_cache if t not in current]:
             del self._unacked_cache[tag]
-
-
-def resolve_queue(
-    exchange: str | None,
-    routing_key: str | None,
-    bound_queues: Mapping[tuple[str, str], tuple[str, ...]],
-) -> str:
-    """The queue a message was delivered from, given its exchange and routing key."""
-    routing_key = routing_key or ""
-    if exchange:
-        queues = bound_queues.get((exchange, routing_key))
-        if queues:
-            return queues[0]
-    return routing_key or "celery"
 
 
 class QueuePager:

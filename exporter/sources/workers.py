@@ -10,27 +10,17 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from celery import Celery
 from kombu.messaging import Consumer
 from kombu.utils.uuid import uuid
 
-from exporter.protocol.replies import COMMANDS, WorkerReply, assemble_replies
-from exporter.redis_client import kombu_url
+from exporter.model.readings import WorkersReading
+from exporter.protocol.replies import COMMANDS, assemble_replies
+from exporter.sources.redis import kombu_url
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class WorkersReading:
-    """The replies of one round, by worker hostname."""
-
-    replies: Mapping[str, WorkerReply]
-    read_at: float
-    duration: float
-    malformed: int = 0
 
 
 class WorkersSource:

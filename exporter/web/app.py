@@ -15,9 +15,9 @@ import falcon
 import falcon.asgi
 from falcon.asgi import Request, Response
 
-from exporter.auth import KeyRing, MetricsCredentials
-from exporter.render import RenderedMetrics
-from exporter.snapshot import Snapshot
+from exporter.config.auth import KeyRing, MetricsCredentials
+from exporter.model.snapshot import Snapshot
+from exporter.prometheus.render import RenderedMetrics
 from exporter.web.errors import install_error_handlers
 from exporter.web.headers import SecurityHeadersMiddleware
 from exporter.web.health import HealthResource, LandingResource, ReadyResource

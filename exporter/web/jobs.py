@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 import falcon
 from falcon.asgi import Request, Response
 
-from exporter import jobformat
-from exporter.auth import MANAGE_ALL
-from exporter.jobstore import Job
+from exporter.config.auth import MANAGE_ALL
+from exporter.model.jobs import Job
+from exporter.model.snapshot import STATUSES, Snapshot, TaskPlacement
 from exporter.protocol.errors import MalformedMessage
 from exporter.protocol.limits import InputLimits
 from exporter.protocol.messages import load_envelope, parse_task_message
-from exporter.snapshot import STATUSES, Snapshot, TaskPlacement
+from exporter.web import jobformat
 
 if TYPE_CHECKING:
     from exporter.web.app import SnapshotProvider

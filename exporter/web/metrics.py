@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import falcon
 from falcon.asgi import Request, Response
 
-from exporter.render import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE
+from exporter.prometheus.render import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE
 
 if TYPE_CHECKING:
     from exporter.web.app import SnapshotProvider

@@ -13,7 +13,7 @@ from typing import Any
 import falcon
 from falcon.asgi import Request, Response
 
-from exporter.auth import KeyRing, MetricsCredentials, presented_key
+from exporter.config.auth import KeyRing, MetricsCredentials, presented_key
 
 
 class AuthMiddleware:

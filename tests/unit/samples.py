@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from exporter.snapshot import (
+from exporter.core.taskstats import TaskStats
+from exporter.model.snapshot import (
     ExporterCounters,
     QueueState,
     Snapshot,
@@ -10,7 +11,6 @@ from exporter.snapshot import (
     TaskPlacement,
     WorkerState,
 )
-from exporter.taskstats import TaskStats
 
 CREATED_AT = 1_700_000_000.0
 RUNTIME_BUCKETS = (0.1, 1.0, 10.0)

@@ -9,7 +9,7 @@ import celery
 import pytest
 
 from exporter import __version__
-from exporter.render import render
+from exporter.prometheus.render import render
 from tests.unit.samples import sample_snapshot
 
 DATA = Path(__file__).parent / "data"

@@ -14,8 +14,8 @@ from gunicorn.asgi.protocol import ASGIProtocol
 from gunicorn.glogging import Logger as GunicornLogger
 from gunicorn.workers import gasgi
 
-from exporter.settings import Settings
-from exporter.sharing import build_provider
+from exporter.config.settings import Settings
+from exporter.serving.sharing import build_provider
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class SidecarApplication(BaseApplication):  # type: ignore[misc]
 
     def load(self) -> Any:
         """Runs in each gunicorn worker after fork: build the provider, then the app."""
-        from exporter.auth import KeyRing
+        from exporter.config.auth import KeyRing
         from exporter.web.app import create_app
 
         sys.setswitchinterval(GIL_SWITCH_INTERVAL)

@@ -14,10 +14,10 @@ import reprlib
 from collections.abc import Mapping
 from typing import Any
 
-from exporter.jobstore import Job, clip, unpack_traceback
+from exporter.model.jobs import Job, clip, unpack_traceback
+from exporter.model.snapshot import TaskPlacement
 from exporter.protocol.limits import valid_text
 from exporter.protocol.messages import TaskMessage
-from exporter.snapshot import TaskPlacement
 
 MAX_VALUE_CHARS = 1024
 MAX_ITEMS = 50

@@ -21,9 +21,9 @@ from types import FrameType
 
 import redis
 
-from exporter.settings import ConfigError
+from exporter.config.errors import ConfigError
 
-DEMO_APP = "exporter.demo_app"
+DEMO_APP = "exporter.demo.app"
 
 
 def find_redis_server() -> str:
@@ -150,7 +150,7 @@ def run_demo(*, exporter_port: int, redis_port: int = 0) -> None:
             processes.start("worker-reports", [
                 *worker, "-Q", "reports", "-c", "1", "-n", "demo-reports@%h",
             ], env)
-            from exporter.demo_app import app
+            from exporter.demo.app import app
 
             app.conf.broker_url = broker_url
             _wait("Celery workers", lambda: len(app.control.ping(timeout=0.5)) == 2, 60, processes)

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from exporter.settings import ConfigError
+from exporter.config.errors import ConfigError
 
 MANAGE_ALL = "manage:all"
 

@@ -6,20 +6,20 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
 
-from exporter.cardinality import QueueAdmission
-from exporter.history import JobHistory
-from exporter.jobstore import Job
+from exporter.config.settings import Settings
+from exporter.core.history import JobHistory
+from exporter.core.refresher import Refresher
+from exporter.core.taskstats import TaskStats
+from exporter.core.tracker import TaskTracker
+from exporter.model.jobs import Job
+from exporter.model.snapshot import Snapshot
+from exporter.prometheus.render import RenderedMetrics, render
+from exporter.protocol.cardinality import QueueAdmission
 from exporter.protocol.limits import InputLimits
-from exporter.redis_client import connect, parse_endpoint
-from exporter.refresher import Refresher
-from exporter.render import RenderedMetrics, render
-from exporter.settings import Settings
-from exporter.snapshot import Snapshot
 from exporter.sources.broker import BrokerSource, QueuePager
 from exporter.sources.events import EventStream
+from exporter.sources.redis import connect, parse_endpoint
 from exporter.sources.workers import WorkersSource, make_inspect_app
-from exporter.taskstats import TaskStats
-from exporter.tracker import TaskTracker
 
 log = logging.getLogger(__name__)
 

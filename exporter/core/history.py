@@ -13,12 +13,12 @@ from collections.abc import Callable, Iterator, Sequence
 import orjson
 import redis
 
-from exporter.jobstore import Job, RetentionLimits
+from exporter.core.saved import load_saved_job
+from exporter.model.jobs import Job, RetentionLimits
 from exporter.protocol.errors import MalformedMessage
 from exporter.protocol.limits import DEFAULT_LIMITS, InputLimits
-from exporter.protocol.saved import load_saved_job
 from exporter.protocol.skips import SkipLog
-from exporter.redis_client import as_text
+from exporter.sources.redis import as_text
 
 #: Jobs per save round trip: bounds the memory one save takes, whatever the event rate.
 SAVE_CHUNK = 200
@@ -89,7 +89,7 @@ class JobHistory:
 
         Read `LOAD_CHUNK` entries per round trip, so a full retention over many queues
         never sits in memory twice (as JSON and as jobs) at once. Each entry is checked
-        on its own (`exporter.protocol.saved`); a bad one is counted in `malformed`, and
+        on its own (`exporter.core.saved`); a bad one is counted in `malformed`, and
         a job saved twice is given once. Queues `admit` refuses (past --max-queues) are
         not read.
         """

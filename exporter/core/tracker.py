@@ -10,23 +10,23 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence, Set
-from dataclasses import dataclass
 
-from exporter.cardinality import DEFAULT_MAX_QUEUES, QueueAdmission
-from exporter.jobstore import (
+from exporter.core.jobstore import JobStore
+from exporter.core.taskstats import TaskStats
+from exporter.model.jobs import (
     MAX_FAILURES,
     MAX_TRACEBACK,
     Interner,
     Job,
-    JobStore,
     RetentionLimits,
     clip,
     pack_traceback,
 )
+from exporter.model.tracking import ActiveJob, TrackerView, WorkerSeen
+from exporter.protocol.cardinality import DEFAULT_MAX_QUEUES, QueueAdmission
 from exporter.protocol.errors import MalformedMessage
 from exporter.protocol.events import Event
 from exporter.protocol.messages import parse_eta
-from exporter.taskstats import TaskStats, TaskStatsData
 
 OUTCOMES = ("succeeded", "failed", "retried", "revoked", "rejected", "lost")
 #: The exception a lost job is recorded with: `failedReason` reads "WorkerLost: …".
@@ -38,48 +38,6 @@ MAX_ROUTES = 10_000
 #: Ids of the latest finished jobs, remembered so that a worker reply taken a moment
 #: before a job ended does not count it as still running.
 RECENTLY_FINISHED = 20_000
-
-
-@dataclass(frozen=True, slots=True)
-class ActiveJob:
-    """A job the events say is running."""
-
-    task_id: str
-    name: str | None
-    queue: str | None
-    hostname: str | None
-    started_at: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerSeen:
-    """What the events last said about one worker."""
-
-    hostname: str
-    last_seen: float
-    online: bool
-    active: int | None
-    processed: int | None
-
-
-@dataclass(frozen=True)
-class TrackerView:
-    """A frozen copy of what the events have told, for one snapshot."""
-
-    retained: dict[str, tuple[int, int]]
-    retained_jobs: dict[str, tuple[tuple[Job, ...], tuple[Job, ...]]]
-    active: tuple[ActiveJob, ...]
-    stats: TaskStatsData
-    workers: dict[str, WorkerSeen]
-    queues_seen: frozenset[str]
-    events_received: int
-    events_undecodable: int
-    events_lost: int
-    jobs_evicted: int
-    stream_connected: bool
-    stream_reconnects: int
-    stream_disconnected_seconds: float = 0.0
-    recently_finished: frozenset[str] = frozenset()
 
 
 class _HeartbeatGap:

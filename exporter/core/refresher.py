@@ -20,21 +20,15 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, replace
 from typing import Generic, TypeVar
 
-from exporter.history import SAVE_CHUNK, JobHistory
-from exporter.settings import Settings, redact_url
-from exporter.snapshot import (
-    ExporterCounters,
-    Snapshot,
-    SnapshotInputs,
-    SourceHealth,
-    WorkerState,
-    build_queue_states,
-    live_workers,
-    place_tasks,
-)
-from exporter.sources.broker import BrokerReading, BrokerSource, resolve_queue
-from exporter.sources.workers import WorkersReading, WorkersSource
-from exporter.tracker import TaskTracker
+from exporter.config.settings import Settings, redact_url
+from exporter.core.assembly import SnapshotInputs, build_queue_states, live_workers, place_tasks
+from exporter.core.history import SAVE_CHUNK, JobHistory
+from exporter.core.tracker import TaskTracker
+from exporter.model.readings import BrokerReading, WorkersReading
+from exporter.model.snapshot import ExporterCounters, Snapshot, SourceHealth, WorkerState
+from exporter.protocol.routing import resolve_queue
+from exporter.sources.broker import BrokerSource
+from exporter.sources.workers import WorkersSource
 
 log = logging.getLogger(__name__)
 

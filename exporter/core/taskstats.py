@@ -4,25 +4,11 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
-from exporter.cardinality import DEFAULT_MAX_TASK_SERIES, DistinctCount
+from exporter.model.stats import HistogramData, TaskStatsData
+from exporter.protocol.cardinality import DEFAULT_MAX_TASK_SERIES, DistinctCount
 
 OTHER_TASK = "other"
-
-
-@dataclass(frozen=True)
-class HistogramData:
-    """Cumulative-free bucket counts (one per bound, then +Inf), sum and count."""
-
-    bounds: tuple[float, ...]
-    counts: tuple[int, ...]
-    total: float
-
-    @property
-    def count(self) -> int:
-        """How many observations were made."""
-        return sum(self.counts)
 
 
 class Histogram:
@@ -45,19 +31,6 @@ class Histogram:
     def data(self) -> HistogramData:
         """A frozen copy."""
         return HistogramData(self._bounds, tuple(self._counts), self._sum)
-
-
-@dataclass(frozen=True)
-class TaskStatsData:
-    """A frozen copy of every counter and histogram."""
-
-    outcomes: dict[tuple[str, str, str], int]
-    runtime: dict[tuple[str, str], HistogramData]
-    queue_wait: dict[str, HistogramData]
-    folded_task_names: int
-    folded_task_series: int = 0
-    #: Lost executions whose real end arrived later, by (queue, task).
-    recovered: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
 class TaskStats:

@@ -11,7 +11,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
-from exporter.settings import ConfigError, TransportOptions
+from exporter.config.errors import ConfigError
+from exporter.protocol.keys import TransportOptions
 
 DEFAULT_SOCKET_TIMEOUT = 5.0
 

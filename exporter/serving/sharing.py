@@ -19,10 +19,10 @@ from typing import Any
 
 import orjson
 
-from exporter.render import RenderedMetrics
-from exporter.runtime import Runtime
-from exporter.settings import Settings
-from exporter.snapshot import Snapshot, SourceHealth
+from exporter.config.settings import Settings
+from exporter.model.snapshot import Snapshot, SourceHealth
+from exporter.prometheus.render import RenderedMetrics
+from exporter.serving.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -154,8 +154,8 @@ class SharedProvider:
 
 def _stub_snapshot(state: dict[str, Any]) -> Snapshot:
     """A snapshot carrying only what /readyz reads, for workers that do not own the core."""
-    from exporter.snapshot import ExporterCounters
-    from exporter.taskstats import TaskStatsData
+    from exporter.model.snapshot import ExporterCounters
+    from exporter.model.stats import TaskStatsData
 
     broker = SourceHealth("broker", state["broker_error"] is None, state["last_success"],
                           state["broker_error"])

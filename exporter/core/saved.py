@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from exporter.jobstore import MAX_FAILURES, MAX_TEXT, MAX_TRACEBACK, Job, clip, pack_traceback
+from exporter.model.jobs import MAX_FAILURES, MAX_TEXT, MAX_TRACEBACK, Job, clip, pack_traceback
 from exporter.protocol.errors import MalformedMessage
 from exporter.protocol.limits import (
     DEFAULT_LIMITS,
@@ -24,7 +24,7 @@ from exporter.protocol.limits import (
 
 
 class SavedJob(msgspec.Struct):
-    """One saved job: what `exporter.history.dump_job` writes."""
+    """One saved job: what `exporter.core.history.dump_job` writes."""
 
     id: Identifier
     state: Literal["succeeded", "failed"]

@@ -12,9 +12,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as CONTENT_TYPE_OM
 
 from exporter import __version__
-from exporter.cardinality import label_value
-from exporter.exposition import Family, Histograms, write_both
-from exporter.snapshot import STATUSES, Snapshot
+from exporter.model.snapshot import STATUSES, Snapshot
+from exporter.prometheus.exposition import Family, Histograms, write_both
+from exporter.protocol.cardinality import label_value
 
 #: The classic text format's type, understood by every Prometheus version.
 TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

@@ -1,0 +1,42 @@
+"""What one read of each source returned: plain data for snapshot assembly."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from exporter.protocol.replies import WorkerReply
+
+
+@dataclass(frozen=True, slots=True)
+class UnackedTask:
+    """A message a worker took from a queue and has not acknowledged yet."""
+
+    delivery_tag: str
+    task_id: str
+    name: str | None
+    queue: str
+    eta: float | None
+
+
+@dataclass(frozen=True)
+class BrokerReading:
+    """One consistent read of the broker."""
+
+    queues: frozenset[str]
+    waiting_in_lists: Mapping[str, int]
+    unacked: tuple[UnackedTask, ...]
+    new_malformed: int
+    round_trips: int
+    read_at: float
+    bound_queues: Mapping[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class WorkersReading:
+    """The replies of one round, by worker hostname."""
+
+    replies: Mapping[str, WorkerReply]
+    read_at: float
+    duration: float
+    malformed: int = 0
