@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from exporter.model.jobs import Job
+from exporter.protocol.messages import TaskMessage
 from exporter.protocol.replies import WorkerReply
 
 
@@ -40,3 +42,14 @@ class WorkersReading:
     read_at: float
     duration: float
     malformed: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class WaitingMessage:
+    """One message of a queue's list, decoded for a Jobs API page (or why it could not be)."""
+
+    raw: bytes
+    message: TaskMessage | None
+    error: str | None = None
+    #: What the events told about this task id, if anything.
+    job: Job | None = None

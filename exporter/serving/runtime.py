@@ -11,11 +11,12 @@ from exporter.core.history import JobHistory
 from exporter.core.refresher import Refresher
 from exporter.core.taskstats import TaskStats
 from exporter.core.tracker import TaskTracker
+from exporter.core.waiting import WaitingPages
 from exporter.model.jobs import Job
+from exporter.model.readings import WaitingMessage
 from exporter.model.snapshot import Snapshot
 from exporter.prometheus.render import RenderedMetrics, render
 from exporter.protocol.cardinality import QueueAdmission
-from exporter.protocol.limits import InputLimits
 from exporter.sources.broker import BrokerSource, QueuePager
 from exporter.sources.events import EventStream
 from exporter.sources.redis import connect, parse_endpoint
@@ -59,7 +60,9 @@ class Runtime:
                        settings.input_limits)
             if settings.history else None
         )
-        self._pager = QueuePager(self._client, transport)
+        self._waiting = WaitingPages(
+            QueuePager(self._client, transport), settings.input_limits, self.tracker.lookup
+        )
         self._inspect_app = make_inspect_app(settings.broker_url, transport.as_kombu_options())
         self.refresher = Refresher(
             settings,
@@ -102,14 +105,9 @@ class Runtime:
         """The newest snapshot's exposition bytes."""
         return self._rendered
 
-    def page_waiting(self, queue: str, offset: int, limit: int) -> tuple[list[bytes], int]:
+    def waiting_page(self, queue: str, offset: int, limit: int) -> list[WaitingMessage]:
         """A page of a queue's waiting messages, next to run first (reads the broker)."""
-        return self._pager.page(queue, offset, limit)
-
-    @property
-    def input_limits(self) -> InputLimits:
-        """What one broker message may cost to decode (--max-message-bytes)."""
-        return self.settings.input_limits
+        return self._waiting.page(queue, offset, limit)
 
     def lookup(self, task_ids: Iterable[str]) -> Mapping[str, Job]:
         """What the events told about in-flight jobs."""

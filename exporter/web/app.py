@@ -9,35 +9,23 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Protocol
 
 import falcon
 import falcon.asgi
 from falcon.asgi import Request, Response
 
 from exporter.config.auth import KeyRing, MetricsCredentials
-from exporter.model.snapshot import Snapshot
-from exporter.prometheus.render import RenderedMetrics
 from exporter.web.errors import install_error_handlers
 from exporter.web.headers import SecurityHeadersMiddleware
 from exporter.web.health import HealthResource, LandingResource, ReadyResource
-from exporter.web.jobs import JobsBackend, QueueJobsResource, QueuesResource
+from exporter.web.jobs import QueueJobsResource, QueuesResource
 from exporter.web.metrics import MetricsResource
+from exporter.web.ports import JobsBackend, SnapshotProvider
 from exporter.web.security import AuthMiddleware
 
 OPENAPI_PATH = Path(__file__).with_name("openapi.json")
 
 AsgiApp = falcon.asgi.App[Request, Response]
-
-
-class SnapshotProvider(Protocol):
-    """Where the web layer finds the current snapshot and its rendered exposition."""
-
-    @property
-    def snapshot(self) -> Snapshot | None: ...
-
-    @property
-    def rendered(self) -> RenderedMetrics | None: ...
 
 
 class OpenApiResource:

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
 
 import falcon
 from falcon.asgi import Request, Response
 
 from exporter import __version__
-
-if TYPE_CHECKING:
-    from exporter.web.app import SnapshotProvider
+from exporter.web.ports import SnapshotProvider
 
 LANDING = """<!doctype html>
 <html><head><meta charset="utf-8"><title>celery-jobs-exporter</title></head>

@@ -12,37 +12,21 @@ from __future__ import annotations
 import asyncio
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable
 from concurrent.futures import Executor
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
 import falcon
 from falcon.asgi import Request, Response
 
 from exporter.config.auth import MANAGE_ALL
-from exporter.model.jobs import Job
+from exporter.model.readings import WaitingMessage
 from exporter.model.snapshot import STATUSES, Snapshot, TaskPlacement
-from exporter.protocol.errors import MalformedMessage
-from exporter.protocol.limits import InputLimits
-from exporter.protocol.messages import load_envelope, parse_task_message
 from exporter.web import jobformat
-
-if TYPE_CHECKING:
-    from exporter.web.app import SnapshotProvider
+from exporter.web.ports import JobsBackend, SnapshotProvider
 
 DEFAULT_STATUS = "failed"
 DEFAULT_LIMIT = 10
-
-
-class JobsBackend(Protocol):
-    """What the Jobs API needs beyond the snapshot: broker paging and in-flight details."""
-
-    def page_waiting(self, queue: str, offset: int, limit: int) -> tuple[list[bytes], int]: ...
-
-    def lookup(self, task_ids: Iterable[str]) -> Mapping[str, Job]: ...
-
-    @property
-    def input_limits(self) -> InputLimits: ...
 
 
 FOLLOWER_MESSAGE = (
@@ -204,12 +188,12 @@ def _waiting_or_paused(
     wanted = limit - len(jobs)
     if wanted > 0 and total > len(prefetched):
         try:
-            raws, _ = backend.page_waiting(queue, list_offset, wanted)
+            waiting = backend.waiting_page(queue, list_offset, wanted)
         except Exception as exc:
             raise falcon.HTTPServiceUnavailable(
                 description=f"the broker did not answer: {type(exc).__name__}"
             ) from exc
-        jobs.extend(_from_raw_messages(raws, status, backend))
+        jobs.extend(_from_waiting(waiting, status))
     return jobs, total
 
 
@@ -222,22 +206,11 @@ def _placed(snapshot: Snapshot, queue: str, status: str) -> list[TaskPlacement]:
     return placed
 
 
-def _from_raw_messages(
-    raws: list[bytes], status: str, backend: JobsBackend
-) -> list[dict[str, Any]]:
-    parsed: list[tuple[bytes, Any]] = []
-    limits = backend.input_limits
-    for raw in raws:
-        try:
-            envelope = load_envelope(raw, limits)
-            parsed.append((raw, parse_task_message(envelope, with_body=True, limits=limits)))
-        except MalformedMessage as exc:
-            parsed.append((raw, exc))
-    known = backend.lookup(m.task_id for _raw, m in parsed if not isinstance(m, Exception))
+def _from_waiting(waiting: list[WaitingMessage], status: str) -> list[dict[str, Any]]:
     jobs = []
-    for raw, message in parsed:
-        if isinstance(message, Exception):
-            jobs.append(jobformat.undecodable_message(raw, str(message), status))
+    for entry in waiting:
+        if entry.message is None:
+            jobs.append(jobformat.undecodable_message(entry.raw, entry.error or "", status))
         else:
-            jobs.append(jobformat.from_message(message, status, known.get(message.task_id)))
+            jobs.append(jobformat.from_message(entry.message, status, entry.job))
     return jobs

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import falcon
 from falcon.asgi import Request, Response
 
 from exporter.prometheus.render import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE
-
-if TYPE_CHECKING:
-    from exporter.web.app import SnapshotProvider
+from exporter.web.ports import SnapshotProvider
 
 
 def wants_openmetrics(accept: str | None) -> bool:
