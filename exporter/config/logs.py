@@ -9,7 +9,7 @@ from types import TracebackType
 
 from pythonjsonlogger.json import JsonFormatter
 
-from exporter.config.settings import redact_url
+from exporter.config.redaction import redact_url
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
@@ -11,48 +10,13 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
-from exporter.config.errors import ConfigError
+# The broker URL is decoded in exporter.config (it is checked there); sources import it here.
+from exporter.config.broker import BrokerEndpoint as BrokerEndpoint
+from exporter.config.broker import parse_endpoint as parse_endpoint
+from exporter.config.broker import require_master_name
 from exporter.protocol.keys import TransportOptions
 
 DEFAULT_SOCKET_TIMEOUT = 5.0
-
-
-@dataclass(frozen=True)
-class BrokerEndpoint:
-    """Where the broker is and how to reach it, decoded from the broker URL."""
-
-    url: str
-    db: int
-    sentinel_hosts: tuple[tuple[str, int], ...] = ()
-    password: str | None = None
-    username: str | None = None
-
-    @property
-    def is_sentinel(self) -> bool:
-        """Whether the master is found through Redis Sentinel."""
-        return bool(self.sentinel_hosts)
-
-
-def parse_endpoint(url: str) -> BrokerEndpoint:
-    """Decode a redis://, rediss://, unix:// or sentinel:// (`;`-separated) broker URL."""
-    parts = [p.strip() for p in url.split(";") if p.strip()]
-    first = urlsplit(parts[0])
-    if first.scheme == "sentinel":
-        hosts = []
-        for part in parts:
-            split = urlsplit(part)
-            hosts.append((split.hostname or "localhost", split.port or 26379))
-        return BrokerEndpoint(
-            url=url,
-            db=_db_from_path(first.path),
-            sentinel_hosts=tuple(hosts),
-            password=unquote(first.password) if first.password else None,
-            username=unquote(first.username) if first.username else None,
-        )
-    if first.scheme == "unix":
-        query_db = dict(q.split("=", 1) for q in first.query.split("&") if "=" in q).get("db", "0")
-        return BrokerEndpoint(url=parts[0], db=int(query_db) if query_db.isdigit() else 0)
-    return BrokerEndpoint(url=parts[0], db=_db_from_path(first.path))
 
 
 def kombu_url(url: str) -> str:
@@ -89,15 +53,6 @@ def _kombu_part(url: str) -> str:
     return urlunsplit((split.scheme, netloc, split.path, urlencode(rest), split.fragment))
 
 
-def _db_from_path(path: str) -> int:
-    text = path.strip("/")
-    if not text:
-        return 0
-    if not text.isdigit():
-        raise ConfigError(f"--broker-url: database {text!r} is not a number")
-    return int(text)
-
-
 def connect(
     endpoint: BrokerEndpoint,
     transport: TransportOptions,
@@ -115,10 +70,7 @@ def connect(
         "retry": Retry(NoBackoff(), 1),
     }
     if endpoint.is_sentinel:
-        if not transport.master_name:
-            raise ConfigError(
-                "--broker-transport-option: master_name is required with a sentinel:// broker URL"
-            )
+        master_name = require_master_name(transport)
         # redis-py leaves Sentinel untyped; the master client it returns is a plain Redis.
         sentinel: Any = Sentinel(  # type: ignore[no-untyped-call]
             list(endpoint.sentinel_hosts),
@@ -128,7 +80,7 @@ def connect(
             db=endpoint.db,
             **common,
         )
-        master: redis.Redis = sentinel.master_for(transport.master_name, redis_class=redis.Redis)
+        master: redis.Redis = sentinel.master_for(master_name, redis_class=redis.Redis)
         return master
     return redis.Redis.from_url(endpoint.url, **common)
 
