@@ -7,6 +7,11 @@ timeout (plus a second to connect), so a refresh never takes longer than the ref
 interval plus the inspect timeout, whatever the broker does. A read past its deadline
 is left to finish on its own thread; the next refresh waits for that one rather than
 start another, so a hung broker never piles up threads.
+
+Each refresh takes one frozen view of the tracker, after all of its writes to it
+(routes, revived and dropped runs, workers declared down). What it needs before
+then (workers online, queues seen, running jobs, what each worker last said)
+comes from small targeted reads.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from exporter.core.history import SAVE_CHUNK, JobHistory
 from exporter.core.tracker import TaskTracker
 from exporter.model.readings import BrokerReading, WorkersReading
 from exporter.model.snapshot import ExporterCounters, Snapshot, SourceHealth, WorkerState
+from exporter.model.tracking import TrackerView
 from exporter.protocol.routing import resolve_queue
 from exporter.sources.broker import BrokerSource
 from exporter.sources.workers import WorkersSource
@@ -182,11 +188,8 @@ class Refresher:
         """Read every source (each within its deadline), build a snapshot, publish it."""
         started = time.monotonic()
         settings = self._settings
-        view_before = self._tracker.view()
-        expected = {
-            w.hostname for w in view_before.workers.values() if w.online
-        } | self._expected_workers
-        extra_queues = set(view_before.queues_seen) | {
+        expected = self._tracker.online_workers() | self._expected_workers
+        extra_queues = self._tracker.queues_seen() | {
             q for queues in self._known_worker_queues.values() for q in queues
         }
         workers_source = self._workers_source
@@ -272,7 +275,6 @@ class Refresher:
         broker = self._broker.reading
         workers_reading = self._workers.reading if self._workers.up else None
         self._teach_tracker(broker, workers_reading)
-        view = self._tracker.view()
         now = time.time()
         inputs = SnapshotInputs(
             broker=broker,
@@ -280,7 +282,8 @@ class Refresher:
             workers_healthy=self._workers.up,
             known_worker_queues=self._known_worker_queues,
             known_worker_replied_at=self._worker_replied_at,
-            tracker=view,
+            # Who is up is decided before the view: declaring the others down writes.
+            tracker=TrackerView.of_workers(self._tracker.workers_seen()),
             configured_queues=self._settings.queues,
             worker_timeout=self._settings.worker_timeout,
             forget_after=WORKER_FORGET_AFTER,
@@ -289,8 +292,8 @@ class Refresher:
         )
         workers = live_workers(inputs)
         self._expected_workers = {h for h, w in workers.items() if w.up}
-        if self._settle_dead_workers(workers, broker, now):
-            view = self._tracker.view()
+        self._settle_dead_workers(workers, broker, now)
+        view = self._tracker.view()  # the refresh's one view: every write above is in it
         inputs = replace(inputs, tracker=view, stranded=self._stranded(broker))
         placements = place_tasks(inputs)
         queues = build_queue_states(inputs, workers, placements)
@@ -360,14 +363,13 @@ class Refresher:
 
     def _settle_dead_workers(
         self, workers: Mapping[str, WorkerState], broker: BrokerReading | None, now: float
-    ) -> bool:
-        """Declare the jobs of workers that went down lost (or stranded); True if any were.
+    ) -> None:
+        """Declare the jobs of workers that went down lost (or stranded).
 
         A worker is declared once, when it is first seen down; `now` is when its
         lost jobs finished. Workers seen up again, or no longer reported, are forgotten.
         """
         in_broker: set[str] | None = None  # read only when a worker is newly down
-        declared = False
         for hostname in list(self._down_since):
             if hostname not in workers or workers[hostname].up:
                 del self._down_since[hostname]
@@ -383,9 +385,7 @@ class Refresher:
                 in_broker = {entry.task_id for entry in broker.unacked} if broker else set()
             held = self._tracker.declare_lost(hostname, now, in_broker)
             self._stranded_by[hostname] = held | self._held_by.get(hostname, frozenset())
-            declared = True
             log.warning("worker %s is down: its running jobs are no longer active", hostname)
-        return declared
 
     def _stranded(self, broker: BrokerReading | None) -> frozenset[str]:
         """Messages still in the unacked hash that workers declared down held."""
@@ -397,10 +397,9 @@ class Refresher:
     def _drop_stale_active(self, workers: WorkersReading, held: set[str]) -> None:
         """Events say running, yet the worker that ran it answered without it: it ended."""
         round_started = workers.read_at - workers.duration
-        view = self._tracker.view()
         stale = [
             job.task_id
-            for job in view.active
+            for job in self._tracker.active()
             if job.task_id not in held
             and job.hostname is not None
             and job.hostname in workers.replies
@@ -409,8 +408,3 @@ class Refresher:
         ]
         if stale:
             self._tracker.drop_active(stale)
-
-
-def with_generation(snapshot: Snapshot, generation: int) -> Snapshot:
-    """A copy of a snapshot under another generation number (used by tests)."""
-    return replace(snapshot, generation=generation)

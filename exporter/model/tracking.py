@@ -48,3 +48,22 @@ class TrackerView:
     stream_reconnects: int
     stream_disconnected_seconds: float = 0.0
     recently_finished: frozenset[str] = frozenset()
+
+    @classmethod
+    def of_workers(cls, workers: dict[str, WorkerSeen]) -> TrackerView:
+        """A view of the workers only, everything else empty: what deciding which
+        workers are up reads, before the refresh takes its one full view."""
+        return cls(
+            retained={},
+            retained_jobs={},
+            active=(),
+            stats=TaskStatsData(outcomes={}, runtime={}, queue_wait={}, folded_task_names=0),
+            workers=workers,
+            queues_seen=frozenset(),
+            events_received=0,
+            events_undecodable=0,
+            events_lost=0,
+            jobs_evicted=0,
+            stream_connected=False,
+            stream_reconnects=0,
+        )
