@@ -1,5 +1,8 @@
 """Real Celery app for tests and benchmarks, configured from the environment.
 
+Workers run it as ``celery -A testkit.celery_app worker``; its tasks keep the names
+``tests.*`` (``tests.add``, ``tests.sleep``, ...), which the tests send by name.
+
 Environment:
     TEST_BROKER_URL: broker URL (required), e.g. ``redis://127.0.0.1:PORT/0``.
     TEST_BROKER_TRANSPORT_OPTIONS: optional JSON object of kombu transport
@@ -35,7 +38,7 @@ def _broker_url() -> str:
     """Return TEST_BROKER_URL or fail loudly."""
     url = os.environ.get(BROKER_URL_ENV)
     if not url:
-        raise RuntimeError(f"{BROKER_URL_ENV} must be set to use tests.support.celery_app")
+        raise RuntimeError(f"{BROKER_URL_ENV} must be set to use testkit.celery_app")
     return url
 
 

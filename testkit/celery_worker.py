@@ -1,4 +1,4 @@
-"""Run a real Celery worker (``tests.support.celery_app``) as a subprocess."""
+"""Run a real Celery worker (``testkit.celery_app``) as a subprocess."""
 
 from __future__ import annotations
 
@@ -19,11 +19,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from testkit import REPO_ROOT
+
 if TYPE_CHECKING:
     from celery import Celery
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-APP_MODULE = "tests.support.celery_app"
+APP_MODULE = "testkit.celery_app"
 
 
 def worker_env(
@@ -45,7 +46,7 @@ def worker_env(
 
 
 def load_app(broker_url: str, transport_options: Mapping[str, Any] | None = None) -> Celery:
-    """Import ``tests.support.celery_app`` for this broker (reloading if needed).
+    """Import ``testkit.celery_app`` for this broker (reloading if needed).
 
     Sets TEST_BROKER_URL / TEST_BROKER_TRANSPORT_OPTIONS in ``os.environ`` of the
     current process, since the app reads them at import time.

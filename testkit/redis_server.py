@@ -2,30 +2,27 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
 import redis
 
-HOST = "127.0.0.1"
-
-
-def find_free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that is currently free."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
+from testkit.net import LOOPBACK, find_free_port
 
 
 class RedisServer:
-    """A private ``redis-server`` subprocess (no persistence, own data dir)."""
+    """A private ``redis-server`` subprocess (no persistence, own data dir).
+
+    ``cpus`` pins it to those cores (a benchmark keeps it off the exporter's core).
+    """
 
     def __init__(
         self,
@@ -34,11 +31,13 @@ class RedisServer:
         executable: str = "redis-server",
         extra_args: list[str] | None = None,
         startup_timeout: float = 10.0,
+        cpus: Iterable[int] = (),
         autostart: bool = True,
     ) -> None:
         """Create the server; start it right away unless ``autostart`` is False."""
         self.port: int = port if port is not None else find_free_port()
-        self.host: str = HOST
+        self.host: str = LOOPBACK
+        self.cpus: set[int] = set(cpus)
         self.executable: str = executable
         self.extra_args: list[str] = list(extra_args or [])
         self.startup_timeout: float = startup_timeout
@@ -103,7 +102,17 @@ class RedisServer:
         self._proc = subprocess.Popen(
             cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
         )
+        if self.cpus:
+            os.sched_setaffinity(self._proc.pid, self.cpus)
         self._wait_for_ping()
+
+    def log_count(self, needle: str) -> int:
+        """Lines of the server's log that contain ``needle``."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return 0
+        return sum(needle in line for line in text.splitlines())
 
     def _wait_for_ping(self) -> None:
         """Block until PING succeeds, raising if the server dies or times out."""

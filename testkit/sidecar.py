@@ -2,89 +2,98 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+import weakref
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import TracebackType
 
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.redis_server import find_free_port
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+from testkit import REPO_ROOT
+from testkit.exposition import Samples, parse_metrics, value
+from testkit.net import LOOPBACK, find_free_port
+from testkit.procs import children, pid_alive, process_cpu
 
 #: When the served snapshot was built: a new value per refresh.
 REFRESHED_AT = "celery_exporter_last_refresh_timestamp_seconds"
-
-
-def parse_metrics(text: str) -> Samples:
-    """Exposition text → {(sample name, labels): value}."""
-    samples: Samples = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
-    return samples
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    """One sample's value; KeyError naming it when it is missing."""
-    key = (name, frozenset(labels.items()))
-    if key not in samples:
-        raise KeyError(f"no sample {name}{labels}")
-    return samples[key]
-
-
-def queue_counts(samples: Samples, queue: str) -> dict[str, int]:
-    """The six status counts of one queue."""
-    return {
-        status: int(value(samples, "celery_queue_jobs", queue=queue, status=status))
-        for status in ("waiting", "active", "delayed", "paused", "completed", "failed")
-    }
+#: 1 once the event stream is subscribed (with the label source="events").
+SOURCE_UP = "celery_exporter_source_up"
 
 
 class Sidecar:
-    """The exporter CLI in its own process group, on a free loopback port."""
+    """The exporter CLI in its own process group, on a free loopback port.
 
-    def __init__(self, broker_url: str, *args: str, env: dict[str, str] | None = None) -> None:
+    `serve` is a gunicorn arbiter; its one child, the gunicorn worker, does the work
+    (`worker_pid`). ``cpus`` pins both to those cores (``taskset``).
+    """
+
+    def __init__(
+        self,
+        broker_url: str,
+        *args: str,
+        env: dict[str, str] | None = None,
+        cpus: Iterable[int] = (),
+    ) -> None:
         self.port = find_free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.base_url = f"http://{LOOPBACK}:{self.port}"
         self._log = tempfile.NamedTemporaryFile(  # noqa: SIM115
             prefix="sidecar-", suffix=".log", delete=False
         )
-        command: Sequence[str] = [
+        self.log_path = Path(self._log.name)
+        # The log goes when the Sidecar does (or at exit), unless kept after an error.
+        self._remove_log = weakref.finalize(self, self.log_path.unlink, missing_ok=True)
+        command = [
             sys.executable, "-m", "exporter", "serve",
             "--broker-url", broker_url,
-            "--listen-address", f"127.0.0.1:{self.port}",
+            "--listen-address", f"{LOOPBACK}:{self.port}",
             *args,
         ]
+        pinned = sorted(set(cpus))
+        if pinned:
+            command = ["taskset", "-c", ",".join(map(str, pinned)), *command]
+        self.command: list[str] = command
         full_env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **(env or {})}
         self.process = subprocess.Popen(
             command, stdout=self._log, stderr=subprocess.STDOUT, env=full_env,
-            start_new_session=True, cwd=REPO_ROOT,
+            stdin=subprocess.DEVNULL, start_new_session=True, cwd=REPO_ROOT,
         )
 
+    @property
+    def pid(self) -> int:
+        """The `serve` process (the gunicorn arbiter; taskset execs it in place)."""
+        return self.process.pid
+
     def log(self) -> str:
-        """What the sidecar printed so far."""
-        return Path(self._log.name).read_text(errors="replace")
+        """What the sidecar printed so far (also once it is stopped)."""
+        return self.log_path.read_text(errors="replace")
+
+    def log_count(self, needle: str) -> int:
+        """Lines of the sidecar's log that contain `needle`."""
+        return sum(needle in line for line in self.log().splitlines())
 
     def get(self, path: str, **kwargs: object) -> httpx.Response:
         """A GET on the sidecar."""
         return httpx.get(self.base_url + path, timeout=10.0, **kwargs)  # type: ignore[arg-type]
 
+    def check_alive(self) -> None:
+        """Raise with the log's tail if the sidecar has exited."""
+        if self.process.poll() is not None:
+            raise RuntimeError(
+                f"sidecar exited with {self.process.returncode}:\n{self.log()[-3000:]}"
+            )
+
     def wait_ready(self, timeout: float = 30.0) -> None:
         """Wait for /readyz to answer 200."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"sidecar exited with {self.process.returncode}:\n{self.log()}")
+            self.check_alive()
             try:
                 if self.get("/readyz").status_code == 200:
                     return
@@ -99,7 +108,7 @@ class Sidecar:
         response.raise_for_status()
         return parse_metrics(response.text)
 
-    def wait_for(self, predicate: object, timeout: float = 30.0) -> Samples:
+    def wait_for(self, predicate: Callable[[Samples], object], timeout: float = 30.0) -> Samples:
         """Scrape until `predicate(samples)` is true; the last samples on timeout (raises)."""
         deadline = time.monotonic() + timeout
         last: Samples = {}
@@ -107,7 +116,7 @@ class Sidecar:
         while time.monotonic() < deadline:
             try:
                 last = self.metrics()
-                if predicate(last):  # type: ignore[operator]
+                if predicate(last):
                     return last
                 error = None
             except (KeyError, httpx.HTTPError) as exc:
@@ -135,8 +144,36 @@ class Sidecar:
 
         return self.wait_for(newer, timeout)
 
+    def wait_subscribed(self, timeout: float = 30.0) -> Samples:
+        """Wait until the event stream is subscribed (`celery_exporter_source_up` 1)."""
+        return self.wait_for(lambda s: value(s, SOURCE_UP, source="events") == 1, timeout)
+
+    def current_worker(self) -> int | None:
+        """The gunicorn worker's pid now, or None (none yet, or gunicorn is replacing it)."""
+        workers = children(self.pid)
+        return workers[0] if len(workers) == 1 else None
+
+    def worker_pid(self, timeout: float = 30.0) -> int:
+        """Wait for the gunicorn worker (the only child of `serve`) and return its pid."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.check_alive()
+            worker = self.current_worker()
+            if worker is not None:
+                return worker
+            time.sleep(0.1)  # polling interval: the children are listed again after it
+        raise TimeoutError(f"no single gunicorn worker under the sidecar:\n{self.log()[-3000:]}")
+
+    def alive(self, worker: int) -> bool:
+        """`serve` and the gunicorn worker `worker` both run."""
+        return self.process.poll() is None and pid_alive(worker)
+
+    def process_cpu(self) -> tuple[float, float]:
+        """User and system CPU seconds of `serve` and its workers so far."""
+        return process_cpu([self.pid, *children(self.pid)])
+
     def stop(self) -> None:
-        """SIGTERM the process group, then SIGKILL it if needed."""
+        """SIGTERM the process group, SIGKILL it if needed; then kill whatever is left."""
         if self.process.poll() is None:
             try:
                 os.killpg(self.process.pid, signal.SIGTERM)
@@ -146,6 +183,9 @@ class Sidecar:
                 self.process.wait(5)
             except ProcessLookupError:
                 pass
+        # A worker that outlived its arbiter is still in the group: it dies now.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
         self._log.close()
 
     def __enter__(self) -> Sidecar:
@@ -157,5 +197,10 @@ class Sidecar:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        """Stop the sidecar; its log is deleted, or kept (and named) when leaving on an error."""
         self.stop()
-        Path(self._log.name).unlink(missing_ok=True)
+        if exc_type is None:
+            self._remove_log()
+        else:
+            self._remove_log.detach()
+            print(f"sidecar log kept: {self.log_path}", file=sys.stderr)

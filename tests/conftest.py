@@ -1,4 +1,4 @@
-"""Shared fixtures: private redis-server per test, Celery app/worker helpers."""
+"""Shared fixtures over the kit (testkit/): a private redis-server per test, app, workers."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.support.celery_worker import CeleryWorker, load_app
-from tests.support.redis_server import RedisServer
+from testkit.celery_worker import CeleryWorker, load_app
+from testkit.redis_server import RedisServer
 
 if TYPE_CHECKING:
     from celery import Celery

@@ -16,7 +16,6 @@ import copy
 import json
 import subprocess
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -39,8 +38,7 @@ from exporter.protocol.replies import COMMANDS, assemble_replies
 from exporter.protocol.routing import resolve_queue
 from exporter.serving.runtime import make_tracker
 from exporter.web import jobformat
-
-PAYLOADS = Path(__file__).resolve().parents[1] / "bench" / "events" / "payloads.jsonl"
+from testkit.payloads import load_payloads
 
 TEXT = st.text(
     alphabet=st.characters(codec=None, exclude_categories=()), max_size=30
@@ -68,8 +66,8 @@ PROPERTY = settings(
 def captured_events() -> dict[str, dict[str, Any]]:
     """One real event of each type a worker published (as plain mappings)."""
     found: dict[str, dict[str, Any]] = {}
-    for line in PAYLOADS.read_text().splitlines():
-        for event in decode_event_message(json.loads(line)["data"].encode()):
+    for payload in load_payloads():
+        for event in decode_event_message(payload.raw):
             found.setdefault(event.type, {
                 k: v for k, v in msgspec.structs.asdict(event).items() if v is not None
             })

@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 
 from exporter.sources.redis import kombu_url
-from tests.support.celery_worker import CeleryWorker
-from tests.support.redis_server import RedisServer
-from tests.support.sidecar import Sidecar, value
+from testkit.celery_worker import CeleryWorker
+from testkit.exposition import value
+from testkit.redis_server import RedisServer
+from testkit.sidecar import Sidecar
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 

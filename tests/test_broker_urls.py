@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.support.redis_server import RedisServer, find_free_port
-from tests.support.sidecar import Sidecar, queue_counts, value
-from tests.support.wait import wait_until
+from testkit.exposition import queue_counts, value
+from testkit.net import find_free_port
+from testkit.redis_server import RedisServer
+from testkit.sidecar import Sidecar
+from testkit.wait import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 

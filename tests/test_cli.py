@@ -17,8 +17,10 @@ import pytest
 
 import exporter
 from exporter.cli import serve
-from tests.support.redis_server import RedisServer, find_free_port
-from tests.support.wait import process_group_gone, wait_until
+from testkit.net import find_free_port
+from testkit.procs import process_group_gone
+from testkit.redis_server import RedisServer
+from testkit.wait import wait_until
 
 pytestmark = pytest.mark.e2e
 

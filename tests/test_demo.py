@@ -12,9 +12,10 @@ import time
 
 import pytest
 
-from tests.support.redis_server import find_free_port
-from tests.support.sidecar import REPO_ROOT, parse_metrics
-from tests.support.wait import wait_until
+from testkit import REPO_ROOT
+from testkit.exposition import parse_metrics
+from testkit.net import find_free_port
+from testkit.wait import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 

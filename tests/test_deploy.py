@@ -16,8 +16,10 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support.redis_server import RedisServer, find_free_port
-from tests.support.sidecar import Sidecar, parse_metrics
+from testkit.exposition import parse_metrics
+from testkit.net import find_free_port
+from testkit.redis_server import RedisServer
+from testkit.sidecar import Sidecar
 
 pytestmark = pytest.mark.e2e
 

@@ -7,7 +7,6 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -22,28 +21,17 @@ from exporter.protocol.events import Event as DecodedEvent
 from exporter.protocol.keys import TransportOptions
 from exporter.sources.events import EventStream
 from exporter.sources.redis import connect, parse_endpoint
-from tests.support.redis_server import RedisServer
-from tests.support.wait import wait_until
+from testkit.payloads import decode_body, load_payloads
+from testkit.redis_server import RedisServer
+from testkit.wait import wait_until
 
-PAYLOADS = Path(__file__).resolve().parents[1] / "bench" / "events" / "payloads.jsonl"
 Event = dict[str, Any]
 EVENT_FIELDS = frozenset(DecodedEvent.__struct_fields__)
 
 
-def load_payloads() -> list[tuple[str, str]]:
-    """(channel, raw payload) pairs exactly as captured from a real worker."""
-    with PAYLOADS.open(encoding="utf-8") as fh:
-        return [(r["channel"], r["data"]) for r in map(json.loads, fh)]
-
-
 def decode_independently(data: str) -> list[Event]:
     """Decode one payload with the standard library only (not the exporter's decoder)."""
-    envelope = json.loads(data)
-    body = envelope["body"]
-    if envelope.get("properties", {}).get("body_encoding") == "base64":
-        body = base64.b64decode(body).decode("utf-8")
-    decoded = json.loads(body)
-    return [plain(event) for event in (decoded if isinstance(decoded, list) else [decoded])]
+    return [plain(event) for event in decode_body(data)]
 
 
 def plain(event: Mapping[str, Any]) -> Event:
@@ -51,7 +39,8 @@ def plain(event: Mapping[str, Any]) -> Event:
     return {k: v for k, v in event.items() if k in EVENT_FIELDS and v is not None}
 
 
-PAYLOAD_LIST = load_payloads()
+#: (channel, raw payload) pairs exactly as captured from a real worker.
+PAYLOAD_LIST = [(p.channel, p.data) for p in load_payloads()]
 EXPECTED_EVENTS = [e for _, data in PAYLOAD_LIST for e in decode_independently(data)]
 
 

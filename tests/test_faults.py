@@ -12,10 +12,11 @@ import httpx
 import orjson
 import pytest
 
-from tests.support.celery_worker import CeleryWorker, load_app
-from tests.support.redis_server import RedisServer
-from tests.support.sidecar import Sidecar, queue_counts, value
-from tests.support.wait import wait_until
+from testkit.celery_worker import CeleryWorker, load_app
+from testkit.exposition import queue_counts, value
+from testkit.redis_server import RedisServer
+from testkit.sidecar import Sidecar
+from testkit.wait import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 

@@ -9,10 +9,8 @@ exactly the newest jobs up to the retention limit.
 from __future__ import annotations
 
 import copy
-import json
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -26,17 +24,17 @@ from exporter.protocol.events import decode_event_message, events_from
 from exporter.serving.runtime import make_tracker
 from exporter.sources.broker import BrokerSource
 from exporter.sources.redis import connect, parse_endpoint
-from tests.support.redis_server import RedisServer
+from testkit.payloads import load_payloads
+from testkit.redis_server import RedisServer
 
-PAYLOADS = Path(__file__).resolve().parents[1] / "bench" / "events" / "payloads.jsonl"
 PREFIX = "celery-jobs-exporter:"
 FAILED_LIMIT = SAVE_CHUNK + 50  # more than one save chunk fits in the retention
 
 
 def captured(kind: str) -> dict[str, Any]:
     """The first event of a kind that a real worker published."""
-    for line in PAYLOADS.read_text().splitlines():
-        for event in decode_event_message(json.loads(line)["data"].encode()):
+    for payload in load_payloads():
+        for event in decode_event_message(payload.raw):
             if event.type == kind:
                 return msgspec.structs.asdict(event)
     raise AssertionError(f"no {kind} event captured")

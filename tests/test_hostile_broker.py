@@ -16,48 +16,23 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 from celery import Celery
 
-from tests.support.redis_server import RedisServer
-from tests.support.sidecar import Sidecar, parse_metrics, queue_counts, value
-from tests.support.wait import wait_until
+from testkit.exposition import parse_metrics, queue_counts, value
+from testkit.procs import rss_kib
+from testkit.redis_server import RedisServer
+from testkit.sidecar import Sidecar
+from testkit.wait import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
 FAST = ("--refresh-interval", "0.5", "--inspect-timeout", "0.3", "--no-auth")
 EVENT_CHANNEL = "/0.celeryev/task.hostile"
 SEP = "\x06\x16"
-
-
-def rss_kib(pid: int) -> int:
-    """Resident memory of a process and its children (the gunicorn worker), in KiB."""
-    total = 0
-    for member in [pid, *children(pid)]:
-        try:
-            status = Path(f"/proc/{member}/status").read_text()
-        except FileNotFoundError:
-            continue
-        total += next(int(line.split()[1]) for line in status.splitlines()
-                      if line.startswith("VmRSS:"))
-    return total
-
-
-def children(pid: int) -> list[int]:
-    """Every descendant of a process."""
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            kids = [int(k) for k in (task / "children").read_text().split()]
-        except FileNotFoundError:
-            continue
-        for kid in kids:
-            found += [kid, *children(kid)]
-    return found
 
 
 def generation(sidecar: Sidecar) -> int:

@@ -27,9 +27,11 @@ from exporter.cli import build_settings, serve
 from exporter.config.logs import TEXT_FORMAT, RedactingFilter
 from exporter.config.settings import Settings, redact_url
 from exporter.web.app import create_app
-from tests.support.redis_server import RedisServer, find_free_port
-from tests.support.sidecar import REPO_ROOT, Sidecar
-from tests.support.wait import wait_until
+from testkit import REPO_ROOT
+from testkit.net import find_free_port
+from testkit.redis_server import RedisServer
+from testkit.sidecar import Sidecar
+from testkit.wait import wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -38,10 +38,12 @@ from typing import TYPE_CHECKING
 import httpx
 import pytest
 
-from tests.support.celery_worker import CeleryWorker
-from tests.support.redis_server import RedisServer, find_free_port
-from tests.support.sidecar import Samples, parse_metrics, value
-from tests.support.wait import process_group_gone, wait_until
+from testkit.celery_worker import CeleryWorker
+from testkit.exposition import Samples, parse_metrics, value
+from testkit.net import find_free_port
+from testkit.procs import process_group_gone
+from testkit.redis_server import RedisServer
+from testkit.wait import wait_until
 
 if TYPE_CHECKING:
     from celery import Celery

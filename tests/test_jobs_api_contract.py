@@ -24,10 +24,11 @@ import pytest
 from openapi_spec_validator import OpenAPIV31SpecValidator, validate
 
 from exporter.web.app import OPENAPI_PATH
-from tests.support.celery_worker import CeleryWorker, load_app
-from tests.support.redis_server import RedisServer
-from tests.support.sidecar import Sidecar, parse_metrics, queue_counts
-from tests.support.wait import wait_until
+from testkit.celery_worker import CeleryWorker, load_app
+from testkit.exposition import parse_metrics, queue_counts
+from testkit.redis_server import RedisServer
+from testkit.sidecar import Sidecar
+from testkit.wait import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 

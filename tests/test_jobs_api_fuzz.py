@@ -38,9 +38,9 @@ from exporter.config.settings import Settings
 from exporter.serving.runtime import Runtime
 from exporter.serving.sharing import LocalProvider
 from exporter.web.app import OPENAPI_PATH, AsgiApp, create_app
-from tests.support.celery_worker import CeleryWorker, load_app
-from tests.support.redis_server import RedisServer
-from tests.support.wait import wait_until
+from testkit.celery_worker import CeleryWorker, load_app
+from testkit.redis_server import RedisServer
+from testkit.wait import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 

@@ -26,10 +26,11 @@ import jsonschema
 import pytest
 
 from exporter.web.app import OPENAPI_PATH
-from tests.support.celery_worker import CeleryWorker, load_app
-from tests.support.redis_server import RedisServer
-from tests.support.sidecar import Sidecar, value
-from tests.support.wait import wait_until
+from testkit.celery_worker import CeleryWorker, load_app
+from testkit.exposition import value
+from testkit.redis_server import RedisServer
+from testkit.sidecar import Sidecar
+from testkit.wait import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
 

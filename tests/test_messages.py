@@ -36,9 +36,9 @@ from exporter.protocol.messages import (
     parse_unacked_entry,
 )
 from exporter.sources.broker import BrokerSource
-from tests.support.celery_worker import CeleryWorker
-from tests.support.redis_server import RedisServer
-from tests.support.wait import wait_until
+from testkit.celery_worker import CeleryWorker
+from testkit.redis_server import RedisServer
+from testkit.wait import wait_until
 
 TRANSPORT = TransportOptions()
 ARGS = (2, 40, "zwölf ✓")

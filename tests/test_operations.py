@@ -7,9 +7,10 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.support.celery_worker import CeleryWorker, load_app
-from tests.support.redis_server import RedisServer
-from tests.support.sidecar import Sidecar, queue_counts
+from testkit.celery_worker import CeleryWorker, load_app
+from testkit.exposition import queue_counts
+from testkit.redis_server import RedisServer
+from testkit.sidecar import Sidecar
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 

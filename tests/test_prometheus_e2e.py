@@ -41,9 +41,10 @@ import httpx
 import pytest
 import yaml
 
-from tests.support.celery_worker import CeleryWorker, load_app
-from tests.support.redis_server import RedisServer, find_free_port
-from tests.support.wait import wait_until
+from testkit.celery_worker import CeleryWorker, load_app
+from testkit.net import find_free_port
+from testkit.redis_server import RedisServer
+from testkit.wait import wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 RULES = REPO / "alerts" / "celery-exporter.rules.yml"

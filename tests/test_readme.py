@@ -8,8 +8,9 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from exporter.cli import cli
-from tests.support.redis_server import RedisServer
-from tests.support.sidecar import REPO_ROOT, Sidecar
+from testkit import REPO_ROOT
+from testkit.redis_server import RedisServer
+from testkit.sidecar import Sidecar
 
 README = (REPO_ROOT / "README.md").read_text()
 

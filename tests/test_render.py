@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import json
 import shutil
 import subprocess
 from collections import Counter
@@ -32,12 +31,13 @@ from exporter.serving.runtime import make_tracker
 from exporter.sources.broker import BrokerSource
 from exporter.sources.redis import connect, parse_endpoint
 from exporter.sources.workers import WorkersSource, make_inspect_app
-from tests.support.celery_worker import CeleryWorker
-from tests.support.redis_server import RedisServer
-from tests.support.wait import wait_until
+from testkit.celery_worker import CeleryWorker
+from testkit.exposition import parse_metrics
+from testkit.payloads import load_payloads
+from testkit.redis_server import RedisServer
+from testkit.wait import wait_until
 
 PROMTOOL = Path("/usr/bin/promtool")
-PAYLOADS = Path(__file__).resolve().parents[1] / "bench" / "events" / "payloads.jsonl"
 QUEUE_GAUGES = ("celery_queue_jobs", "celery_queue_consumers", "celery_queue_prefetched_jobs")
 
 #: Tasks published per queue before the refresh; `discovered` is not configured.
@@ -46,9 +46,9 @@ CONFIGURED = ("alpha", "beta", "empty")
 
 
 def captured_events() -> list[list[dict[str, Any]]]:
-    with PAYLOADS.open(encoding="utf-8") as fh:
-        payloads = [json.loads(line)["data"].encode() for line in fh]
-    return [[msgspec.structs.asdict(e) for e in decode_event_message(p)] for p in payloads]
+    return [
+        [msgspec.structs.asdict(e) for e in decode_event_message(p.raw)] for p in load_payloads()
+    ]
 
 
 def finished_per_queue() -> dict[str, tuple[int, int]]:
@@ -117,11 +117,10 @@ def run_promtool(exposition: bytes) -> subprocess.CompletedProcess[bytes]:
 def queue_samples(text: str) -> dict[str, dict[tuple[str, ...], float]]:
     """Samples of the queue gauges, by metric and label values."""
     found: dict[str, dict[tuple[str, ...], float]] = {name: {} for name in QUEUE_GAUGES}
-    for family in parse_text(text):
-        if family.name in found:
-            for sample in family.samples:
-                key = tuple(sample.labels[k] for k in ("queue", "status") if k in sample.labels)
-                found[family.name][key] = sample.value
+    for (name, pairs), sample in parse_metrics(text).items():
+        if name in found:
+            labels = dict(pairs)
+            found[name][tuple(labels[k] for k in ("queue", "status") if k in labels)] = sample
     return found
 
 

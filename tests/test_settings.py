@@ -16,18 +16,14 @@ from hypothesis import strategies as st
 from kombu.connection import Connection
 from kombu.utils.url import parse_url
 
+from exporter.config.broker import parse_endpoint
 from exporter.config.errors import ConfigError
-from exporter.config.settings import (
-    Settings,
-    parse_buckets,
-    parse_listen_address,
-    parse_transport_options,
-    redact_url,
-    transport_options_from_mapping,
-)
+from exporter.config.parsing import parse_buckets, parse_listen_address
+from exporter.config.redaction import redact_url
+from exporter.config.settings import Settings
+from exporter.config.transport import parse_transport_options, transport_options_from_mapping
 from exporter.protocol.keys import DEFAULT_PRIORITY_STEPS, DEFAULT_SEP, TransportOptions
-from exporter.sources.redis import parse_endpoint
-from tests.support.redis_server import RedisServer
+from testkit.redis_server import RedisServer
 
 FLAG = "--broker-transport-option"
 

@@ -1,6 +1,6 @@
 """TaskTracker fed with REAL Celery events captured from a real worker.
 
-`bench/events/payloads.jsonl` holds the raw pub/sub payloads of a worker running
+`testkit/data/payloads.jsonl` holds the raw pub/sub payloads of a worker running
 the capture script's task mix: tests.add on `celery` and on `bench`, tests.fail,
 tests.flaky_fail (autoretry, max_retries=2), tests.ingest and tests.sleep(0.1).
 Expectations are computed from the decoded events themselves by a small,
@@ -10,11 +10,9 @@ independent model below, not hard-coded.
 from __future__ import annotations
 
 import copy
-import json
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -25,8 +23,8 @@ from exporter.core.tracker import OUTCOMES, TaskTracker
 from exporter.model.jobs import MAX_TRACEBACK, Job, RetentionLimits, clip
 from exporter.protocol.errors import MalformedMessage
 from exporter.protocol.events import decode_event_message, events_from
+from testkit.payloads import load_payloads
 
-PAYLOADS = Path(__file__).resolve().parents[1] / "bench" / "events" / "payloads.jsonl"
 BUCKETS = (0.001, 0.01, 0.1, 1.0, 10.0)
 FINISHING = ("task-succeeded", "task-failed", "task-retried", "task-revoked", "task-rejected")
 Event = dict[str, Any]
@@ -42,12 +40,7 @@ def nonzero(outcomes: dict[tuple[str, str, str], int]) -> dict[tuple[str, str, s
 
 def load_batches() -> list[list[Event]]:
     """Every captured payload, decoded by the exporter's own decoder, in capture order."""
-    batches: list[list[Event]] = []
-    with PAYLOADS.open(encoding="utf-8") as fh:
-        for line in fh:
-            record = json.loads(line)
-            batches.append([as_dict(e) for e in decode_event_message(record["data"].encode())])
-    return batches
+    return [[as_dict(e) for e in decode_event_message(p.raw)] for p in load_payloads()]
 
 
 def as_dict(event: Any) -> Event:

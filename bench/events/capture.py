@@ -1,9 +1,10 @@
 """Capture raw Celery event pub/sub messages from a real worker into JSONL.
 
-Starts a private redis-server and a real worker (tests/support), PSUBSCRIBEs to
-the Celery event channel pattern, runs a mix of tasks, stops the worker (to get
+Starts a private redis-server and a real worker (testkit), PSUBSCRIBEs to the
+Celery event channel pattern, runs a mix of tasks, stops the worker (to get
 ``worker-offline``) and writes each message as ``{"channel": ..., "data": ...}``
-where ``data`` is the raw pub/sub payload string exactly as received.
+where ``data`` is the raw pub/sub payload string exactly as received: by default
+to testkit/data/payloads.jsonl, the payloads the tests and benchmarks load.
 
 Usage: .venv/bin/python bench/events/capture.py [--out PATH]
 """
@@ -11,7 +12,6 @@ Usage: .venv/bin/python bench/events/capture.py [--out PATH]
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import sys
 import threading
@@ -24,24 +24,12 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from tests.support.celery_worker import CeleryWorker, load_app  # noqa: E402
-from tests.support.redis_server import RedisServer  # noqa: E402
+from testkit.celery_worker import CeleryWorker, load_app  # noqa: E402
+from testkit.payloads import EVENT_TYPES, PAYLOADS, decode_body  # noqa: E402
+from testkit.redis_server import RedisServer  # noqa: E402
 
 if TYPE_CHECKING:
     from celery import Celery
-
-DEFAULT_OUT = Path(__file__).resolve().parent / "payloads.jsonl"
-REQUIRED = (
-    "task-sent",
-    "task-received",
-    "task-started",
-    "task-succeeded",
-    "task-failed",
-    "task-retried",
-    "worker-online",
-    "worker-heartbeat",
-    "worker-offline",
-)
 
 
 def event_channel_pattern(db: int = 0, global_keyprefix: str = "") -> str:
@@ -54,20 +42,6 @@ def event_channel_pattern(db: int = 0, global_keyprefix: str = "") -> str:
     return f"{global_keyprefix}/{db}.celeryev/*"
 
 
-def decode_body(raw: str) -> list[dict[str, Any]]:
-    """Decode the event(s) in a raw kombu envelope (JSON, base64 body).
-
-    The body is one event dict, or a list of them (``task.multi`` batches
-    published by prefork workers).
-    """
-    envelope = json.loads(raw)
-    body = envelope["body"]
-    if envelope.get("properties", {}).get("body_encoding") == "base64":
-        body = base64.b64decode(body).decode("utf-8")
-    decoded = json.loads(body)
-    return decoded if isinstance(decoded, list) else [decoded]
-
-
 class Collector(threading.Thread):
     """Background PSUBSCRIBE reader storing (channel, raw data) tuples."""
 
@@ -75,7 +49,9 @@ class Collector(threading.Thread):
         """Subscribe immediately so nothing published afterwards is missed."""
         super().__init__(daemon=True)
         self.client = server.client()
-        self.pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        self.pubsub = self.client.pubsub(  # type: ignore[no-untyped-call]
+            ignore_subscribe_messages=True
+        )
         self.pubsub.psubscribe(pattern)
         # Wait for the psubscribe confirmation before returning.
         while self.pubsub.get_message(timeout=1.0) is None and not self.pubsub.subscribed:
@@ -139,7 +115,7 @@ def run_task_mix(app: Celery) -> None:
 def main() -> int:
     """Run the capture."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--out", type=Path, default=PAYLOADS)
     parser.add_argument("--db", type=int, default=0, help="Redis database number")
     parser.add_argument(
         "--transport-options",
@@ -191,7 +167,7 @@ def main() -> int:
     print(f"wrote {len(collector.messages)} messages to {args.out}")
     for name, n in sorted(counts.items()):
         print(f"  {name}: {n}")
-    missing = [name for name in REQUIRED if not counts[name]]
+    missing = [name for name in EVENT_TYPES if not counts[name]]
     if missing:
         print(f"MISSING event types: {missing}", file=sys.stderr)
         return 1

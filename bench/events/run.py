@@ -19,28 +19,23 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
+
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bench.common import (
-    Exporter,
-    Metrics,
-    Published,
-    Publishers,
-    StreamConfig,
+from bench.events.exporter import (
+    Counts,
     add_exporter_options,
-    core_busy_seconds,
-    cpu_seconds,
-    cpu_split,
-    exporter_revision,
-    memory_mb,
-    parse_count,
-    private_redis,
-    redis_log_count,
-    table,
+    counts,
+    start_exporter,
     wait_drained,
-    wait_quiet,
 )
+from bench.events.publishers import Published, Publishers
+from bench.events.stream import StreamConfig
+from testkit.procs import core_busy_seconds, cpu_seconds, cpu_split, memory_mb, wait_quiet
+from testkit.redis_server import RedisServer
+from testkit.report import exporter_revision, parse_count, table
 
 OVERLOAD_REDIS_ARGS = ("--client-output-buffer-limit", "pubsub 8mb 2mb 10")
 REDIS_DROP_LINE = "scheduled to be closed ASAP for overcoming of output buffer limits"
@@ -57,9 +52,9 @@ class RunResult:
 
     target: float
     published: Published
-    at_end: Metrics
+    at_end: Counts
     snapshot_published: float
-    drained: Metrics
+    drained: Counts
     drain_seconds: float
     cpu: float
     cpu_total: float
@@ -117,63 +112,62 @@ def run_rate(
     """One rate against a fresh Redis and a fresh exporter."""
     exporter_cpus, other_cpus = cpu_split() if pin else (set(), set())
     shards = publisher_count(publishers, rate)
-    with private_redis(other_cpus, redis_args) as redis:
+    with RedisServer(extra_args=list(redis_args), cpus=other_cpus) as redis:
         pubs = Publishers(
             redis.host, redis.port,
             [StreamConfig(rate=rate, shard=i, shards=shards) for i in range(shards)],
             other_cpus,
         )
-        exporter: Exporter | None = None
         try:
             pubs.generate(int(rate * duration), final=True)
-            exporter = Exporter(redis.url, cpus=exporter_cpus, extra_args=exporter_args)
-            worker = exporter.worker_pid
-            time.sleep(1.5)  # let the first refreshes settle
-            if pin and settle > 0:
-                wait_quiet(exporter_cpus, timeout=settle)
-            start_at = pubs.start(rate)
-            time.sleep(max(start_at - time.monotonic(), 0.0))
-            cpu0, core0 = cpu_seconds(worker), core_busy_seconds(exporter_cpus)
-            published = pubs.collect()
-            at_end = exporter.metrics()
-            cpu1, core1 = cpu_seconds(worker), core_busy_seconds(exporter_cpus)
-            wall = time.monotonic() - start_at
-            offset = time.time() - time.monotonic()
-            snapshot_published = published.published_by(at_end.refreshed_at - offset)
-            drained, drain_seconds = wait_drained(
-                exporter, published.events, timeout=drain_timeout
+            exporter, worker = start_exporter(
+                redis.url, cpus=exporter_cpus, extra_args=exporter_args
             )
-            cpu2 = cpu_seconds(worker)
-            rss, peak = memory_mb(worker)
-            alive = exporter.alive()
-            try:
-                exporter.metrics()
-                answers = True
-            except OSError:
-                answers = False
-            current = exporter.current_worker()
-            return RunResult(
-                target=rate,
-                published=published,
-                at_end=at_end,
-                snapshot_published=snapshot_published,
-                drained=drained,
-                drain_seconds=drain_seconds,
-                cpu=(cpu1 - cpu0) / wall,
-                cpu_total=cpu2 - cpu0,
-                core_other=max(core1 - core0 - (cpu1 - cpu0), 0.0) / wall,
-                rss=rss,
-                peak=peak,
-                alive=alive,
-                metrics_answer=answers,
-                restarts=0 if current == worker else 1,
-                stream_drops=exporter.log_count("event stream: connection lost"),
-                redis_drops=redis_log_count(redis, REDIS_DROP_LINE),
-                disconnected=exporter.disconnected_seconds(),
-            )
+            with exporter:
+                time.sleep(1.5)  # let the first refreshes settle
+                if pin and settle > 0:
+                    wait_quiet(exporter_cpus, timeout=settle)
+                start_at = pubs.start(rate)
+                time.sleep(max(start_at - time.monotonic(), 0.0))
+                cpu0, core0 = cpu_seconds(worker), core_busy_seconds(exporter_cpus)
+                published = pubs.collect()
+                at_end = counts(exporter)
+                cpu1, core1 = cpu_seconds(worker), core_busy_seconds(exporter_cpus)
+                wall = time.monotonic() - start_at
+                offset = time.time() - time.monotonic()
+                snapshot_published = published.published_by(at_end.refreshed_at - offset)
+                drained, drain_seconds = wait_drained(
+                    exporter, published.events, timeout=drain_timeout
+                )
+                cpu2 = cpu_seconds(worker)
+                rss, peak = memory_mb(worker)
+                alive = exporter.alive(worker)
+                try:
+                    last = counts(exporter)
+                    answers = True
+                except httpx.HTTPError:
+                    last, answers = drained, False
+                current = exporter.current_worker()
+                return RunResult(
+                    target=rate,
+                    published=published,
+                    at_end=at_end,
+                    snapshot_published=snapshot_published,
+                    drained=drained,
+                    drain_seconds=drain_seconds,
+                    cpu=(cpu1 - cpu0) / wall,
+                    cpu_total=cpu2 - cpu0,
+                    core_other=max(core1 - core0 - (cpu1 - cpu0), 0.0) / wall,
+                    rss=rss,
+                    peak=peak,
+                    alive=alive,
+                    metrics_answer=answers,
+                    restarts=0 if current == worker else 1,
+                    stream_drops=exporter.log_count("event stream: connection lost"),
+                    redis_drops=redis.log_count(REDIS_DROP_LINE),
+                    disconnected=last.disconnected,
+                )
         finally:
-            if exporter is not None:
-                exporter.stop()
             pubs.close()
 
 

@@ -22,21 +22,12 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bench.common import (
-    Exporter,
-    Metrics,
-    Publishers,
-    StreamConfig,
-    add_exporter_options,
-    cpu_split,
-    exporter_revision,
-    memory_mb,
-    parse_count,
-    private_redis,
-    table,
-    wait_drained,
-    wait_quiet,
-)
+from bench.events.exporter import Counts, add_exporter_options, start_exporter, wait_drained
+from bench.events.publishers import Publishers
+from bench.events.stream import StreamConfig
+from testkit.procs import cpu_split, memory_mb, wait_quiet
+from testkit.redis_server import RedisServer
+from testkit.report import exporter_revision, parse_count, table
 
 TARGET_MB = 150.0
 COMPLETED_RETENTION = 1000
@@ -54,7 +45,7 @@ class Checkpoint:
 
     events: int
     rate: float
-    page: Metrics
+    page: Counts
     rss: float
     peak: float
 
@@ -142,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{'; serve ' + ' '.join(args.exporter_arg) if args.exporter_arg else ''}",
         flush=True,
     )
-    with private_redis(other_cpus) as redis:
+    with RedisServer(cpus=other_cpus) as redis:
         configs = [
             StreamConfig(
                 rate=rate, shard=i, shards=shards, queues=args.queues,
@@ -151,30 +142,31 @@ def main(argv: list[str] | None = None) -> int:
             for i in range(shards)
         ]
         pubs = Publishers(redis.host, redis.port, configs, other_cpus)
-        exporter: Exporter | None = None
         try:
-            exporter = Exporter(redis.url, cpus=exporter_cpus, extra_args=args.exporter_arg)
-            worker = exporter.worker_pid
-            time.sleep(2.0)
-            start_rss, _ = memory_mb(worker)
-            points: list[Checkpoint] = []
-            done = 0
-            for target in checkpoints:
-                generated, seconds = pubs.generate(target - done, final=target == checkpoints[-1])
-                print(f"  {done:,} -> {target:,} events: generated {generated:,} in "
-                      f"{seconds:.1f}s, publishing ...", flush=True)
-                if exporter_cpus:
-                    wait_quiet(exporter_cpus, timeout=10.0)
-                pubs.start(rate)
-                published = pubs.collect()
-                done += published.events
-                page, _ = wait_drained(exporter, done)
-                rss, peak = memory_mb(worker)
-                points.append(Checkpoint(done, published.rate, page, rss, peak))
-            alive = exporter.alive() and exporter.current_worker() == worker
+            exporter, worker = start_exporter(
+                redis.url, cpus=exporter_cpus, extra_args=args.exporter_arg
+            )
+            with exporter:
+                time.sleep(2.0)
+                start_rss, _ = memory_mb(worker)
+                points: list[Checkpoint] = []
+                done = 0
+                for target in checkpoints:
+                    generated, seconds = pubs.generate(
+                        target - done, final=target == checkpoints[-1]
+                    )
+                    print(f"  {done:,} -> {target:,} events: generated {generated:,} in "
+                          f"{seconds:.1f}s, publishing ...", flush=True)
+                    if exporter_cpus:
+                        wait_quiet(exporter_cpus, timeout=10.0)
+                    pubs.start(rate)
+                    published = pubs.collect()
+                    done += published.events
+                    page, _ = wait_drained(exporter, done)
+                    rss, peak = memory_mb(worker)
+                    points.append(Checkpoint(done, published.rate, page, rss, peak))
+                alive = exporter.alive(worker) and exporter.current_worker() == worker
         finally:
-            if exporter is not None:
-                exporter.stop()
             pubs.close()
     print()
     print(table(HEADERS, rows(start_rss, points)))

@@ -14,7 +14,7 @@ import uuid
 
 import redis
 
-from bench.common import task_message
+from testkit.messages import task_message
 
 SEP = "\x06\x16"
 BINDING_TABLE = "_kombu.binding.celery"

@@ -34,7 +34,8 @@ from exporter.serving.runtime import make_tracker
 from exporter.sources.broker import BrokerSource
 from exporter.sources.redis import connect, parse_endpoint
 from exporter.sources.workers import WorkersSource, make_inspect_app
-from tests.support.redis_server import RedisServer
+from testkit.exposition import parse_metrics
+from testkit.redis_server import RedisServer
 
 DEFAULT_SCENARIOS = "a:10x1000,b:1000x1000,c:1000x10000"
 #: Binding tables are SCANned on the first read only, as within one discovery interval.
@@ -92,7 +93,9 @@ class RedisCounters:
 
     def sample(self) -> Counters:
         """The counters now."""
-        info: dict[str, Any] = self._client.execute_command("INFO", "stats", "commandstats")
+        info: dict[str, Any] = self._client.execute_command(  # type: ignore[no-untyped-call]
+            "INFO", "stats", "commandstats"
+        )
         counters: Counters = {
             "commands": float(info["total_commands_processed"]),
             "bytes_out": float(info["total_net_output_bytes"]),
@@ -203,10 +206,7 @@ class Stand:
         self.result.redis = {k: v / reads for k, v in self._totals.items()}
         self.result.renders = list(self._renders)
         if self._latest:
-            self.result.series = sum(
-                1 for line in self._latest[0].text.splitlines()
-                if line and not line.startswith(b"#")
-            )
+            self.result.series = len(parse_metrics(self._latest[0].text.decode()))
         return self.result
 
     def close(self) -> None:

@@ -20,7 +20,6 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from bench.common import Exporter, WrkReport, parse_wrk, process_cpu
 from bench.scrape.synth import (
     Layout,
     event_messages,
@@ -29,9 +28,13 @@ from bench.scrape.synth import (
     populate_broker,
     publish,
 )
-from tests.support.redis_server import RedisServer
+from testkit.exposition import SampleKey, parse_metrics
+from testkit.net import LOOPBACK
+from testkit.procs import process_cpu
+from testkit.redis_server import RedisServer
+from testkit.sidecar import Sidecar
+from testkit.wrk import WrkReport, parse_wrk
 
-HOST = "127.0.0.1"
 REFRESH_INTERVAL = 5.0
 #: Rounds of events per task name (the last one fails).
 RUNS = 4
@@ -76,7 +79,7 @@ class SizeResult:
 
 def get_metrics(port: int, *, compressed: bool = False, timeout: float = 10.0) -> Body:
     """GET /metrics once (gzip bodies are returned as sent, not decompressed)."""
-    connection = http.client.HTTPConnection(HOST, port, timeout=timeout)
+    connection = http.client.HTTPConnection(LOOPBACK, port, timeout=timeout)
     try:
         headers = {"Accept-Encoding": GZIP if compressed else PLAIN}
         connection.request("GET", "/metrics", headers=headers)
@@ -86,19 +89,9 @@ def get_metrics(port: int, *, compressed: bool = False, timeout: float = 10.0) -
         connection.close()
 
 
-def parse_samples(text: str) -> dict[str, float]:
-    """`name{labels}` → value for every sample line of a text exposition."""
-    samples: dict[str, float] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            key, _, value = line.rpartition(" ")
-            samples[key] = float(value)
-    return samples
-
-
 def count_series(text: str) -> int:
-    """Non-comment, non-empty lines of a text exposition."""
-    return sum(1 for line in text.splitlines() if line and not line.startswith("#"))
+    """Samples (non-comment lines) of a text exposition."""
+    return len(parse_metrics(text))
 
 
 def host_busy_seconds() -> float:
@@ -111,10 +104,12 @@ def host_busy_seconds() -> float:
     return (user + nice + system + steal) / os.sysconf("SC_CLK_TCK")
 
 
-def wait_for_series(exporter: Exporter, expected: dict[str, float], timeout: float) -> str:
+def wait_for_series(
+    exporter: Sidecar, expected: dict[SampleKey, float], timeout: float
+) -> str:
     """Poll /metrics until every expected sample has its expected value."""
     deadline = time.monotonic() + timeout
-    missing: list[str] = []
+    missing: list[SampleKey] = []
     while time.monotonic() < deadline:
         exporter.check_alive()
         try:
@@ -122,7 +117,7 @@ def wait_for_series(exporter: Exporter, expected: dict[str, float], timeout: flo
         except OSError:
             time.sleep(0.5)
             continue
-        samples = parse_samples(text)
+        samples = parse_metrics(text)
         missing = [key for key, value in expected.items() if samples.get(key) != value]
         if not missing:
             return text
@@ -131,7 +126,7 @@ def wait_for_series(exporter: Exporter, expected: dict[str, float], timeout: flo
 
 
 def run_wrk(
-    exporter: Exporter,
+    exporter: Sidecar,
     *,
     compressed: bool,
     args: argparse.Namespace,
@@ -144,7 +139,7 @@ def run_wrk(
     ]
     if compressed:
         command += ["-H", "Accept-Encoding: gzip"]
-    command.append(f"http://{HOST}:{exporter.port}/metrics")
+    command.append(f"http://{LOOPBACK}:{exporter.port}/metrics")
     if cpu is not None:
         command = ["taskset", "-c", str(cpu), *command]
     redis_pids = [redis_pid] if redis_pid is not None else []
@@ -182,18 +177,18 @@ def measure(layout: Layout, args: argparse.Namespace, pin: bool) -> SizeResult:
     """Start Redis and the exporter for one size, fill, wait, run wrk."""
     exporter_cpu, load_cpu = args.cpus if pin else (None, None)
     templates = load_templates()
-    with RedisServer() as server:
-        if load_cpu is not None and server.pid is not None:
-            os.sched_setaffinity(server.pid, {load_cpu})
+    with RedisServer(cpus=() if load_cpu is None else {load_cpu}) as server:
         client = server.client()
         messages = populate_broker(client, layout)
         started = time.monotonic()
-        with Exporter(
+        with Sidecar(
             server.url,
-            cpus=None if exporter_cpu is None else {exporter_cpu},
-            refresh_interval=args.refresh_interval,
-            extra_args=("--log-level", "warning"),
-        ) as exporter:  # ready: its event stream is subscribed
+            "--refresh-interval", str(args.refresh_interval),
+            "--log-level", "warning",
+            cpus=() if exporter_cpu is None else {exporter_cpu},
+        ) as exporter:
+            exporter.wait_ready()
+            exporter.wait_subscribed()
             publish(client, event_messages(layout, templates, runs=RUNS, now=time.time()))
             text = wait_for_series(
                 exporter, expected_series(layout, RUNS), timeout=args.refresh_interval + 60

@@ -2,7 +2,7 @@
 
 Queues are Redis lists holding a few protocol-2 task messages, bound in kombu's
 `_kombu.binding.celery` table. Events are built from the captured payloads in
-bench/events/payloads.jsonl (same envelope and event fields, new ids, names, queues
+testkit/data/payloads.jsonl (same envelope and event fields, new ids, names, queues
 and timestamps): task-sent on task.sent, worker events as task.multi lists.
 """
 
@@ -15,16 +15,16 @@ import json
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import redis
 
-from bench.common import PAYLOADS, task_message
+from testkit.exposition import SampleKey, sample_key
+from testkit.messages import task_message
+from testkit.payloads import EVENT_CHANNEL_PREFIX, first_events, load_payloads
 
 SEP = "\x06\x16"
 BINDING_TABLE = "_kombu.binding.celery"
-CHANNEL_PREFIX = "/0.celeryev/"
 #: Queue waits and runtimes (seconds) cycled through so histograms spread over buckets.
 WAITS = (0.002, 0.02, 0.2, 1.5, 8.0)
 RUNTIMES = (0.004, 0.03, 0.12, 0.7, 3.0, 20.0)
@@ -71,23 +71,12 @@ class Templates:
     events: dict[str, Event]
 
 
-def load_templates(path: Path = PAYLOADS) -> Templates:
-    """Read the captured payloads."""
-    envelope: dict[str, Any] | None = None
-    events: dict[str, Event] = {}
-    for line in path.read_text().splitlines():
-        if not line.strip():
-            continue
-        record = json.loads(line)
-        message = json.loads(record["data"])
-        body = json.loads(base64.b64decode(message["body"]))
-        if envelope is None and str(record["channel"]).endswith("task.multi"):
-            envelope = message
-        for event in body if isinstance(body, list) else [body]:
-            events.setdefault(event["type"], event)
-    if envelope is None:
-        raise RuntimeError(f"{path}: no task.multi payload to use as a template")
-    return Templates(envelope, events)
+def load_templates() -> Templates:
+    """The first captured task.multi envelope and the first captured event of each type."""
+    multi = next((p for p in load_payloads() if p.routing_key == "task.multi"), None)
+    if multi is None:
+        raise RuntimeError("no task.multi payload captured to use as a template")
+    return Templates(multi.envelope(), first_events())
 
 
 def populate_broker(client: redis.Redis, layout: Layout) -> int:
@@ -128,7 +117,7 @@ class EventFactory:
         envelope["headers"]["hostname"] = first["hostname"]
         envelope["properties"]["delivery_tag"] = str(uuid.uuid4())
         envelope["properties"]["delivery_info"]["routing_key"] = routing_key
-        return CHANNEL_PREFIX + routing_key, json.dumps(envelope).encode()
+        return EVENT_CHANNEL_PREFIX + routing_key, json.dumps(envelope).encode()
 
 
 def event_messages(
@@ -180,24 +169,20 @@ def publish(client: redis.Redis, messages: Sequence[tuple[str, bytes]]) -> None:
             raise RuntimeError("an event was published with no subscriber")
 
 
-def expected_series(layout: Layout, runs: int) -> dict[str, float]:
-    """Sample lines (name and labels) /metrics must show once every event is applied."""
-    expected: dict[str, float] = {}
+def expected_series(layout: Layout, runs: int) -> dict[SampleKey, float]:
+    """Samples (name and labels) /metrics must show once every event is applied."""
+    expected: dict[SampleKey, float] = {}
     for index in range(layout.queues):
-        key = _sample("celery_queue_jobs", queue=layout.queue(index), status="paused")
+        key = sample_key("celery_queue_jobs", queue=layout.queue(index), status="paused")
         expected[key] = float(layout.messages_in(index))
     for index in range(layout.tasks):
         labels = {"queue": layout.route(index), "task": layout.task(index)}
-        expected[_sample("celery_task_runtime_seconds_count", **labels)] = float(runs)
-        expected[_sample("celery_tasks_total", outcome="succeeded", **labels)] = float(runs - 1)
-        expected[_sample("celery_tasks_total", outcome="failed", **labels)] = 1.0
+        expected[sample_key("celery_task_runtime_seconds_count", **labels)] = float(runs)
+        expected[sample_key("celery_tasks_total", outcome="succeeded", **labels)] = float(
+            runs - 1
+        )
+        expected[sample_key("celery_tasks_total", outcome="failed", **labels)] = 1.0
     return expected
-
-
-def _sample(name: str, **labels: str) -> str:
-    """A sample's name and labels as prometheus_client writes them (labels sorted)."""
-    inner = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
-    return f"{name}{{{inner}}}"
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
