@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -23,11 +24,18 @@ _ENV_KEYS = ("TEST_BROKER_URL", "TEST_BROKER_TRANSPORT_OPTIONS")
 E2E_FIXTURES = frozenset({"redis_server", "celery_app", "celery_worker_factory"})
 
 
+UNIT_DIR = Path(__file__).parent / "unit"
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark every test that needs real services `e2e`: `pytest -m "not e2e"` is the unit layer."""
     for item in items:
         if E2E_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.e2e)
+        if UNIT_DIR in Path(str(item.path)).parents and item.get_closest_marker("e2e"):
+            raise pytest.UsageError(
+                f"{item.nodeid} needs real services: tests/unit/ is the fast layer, move it out"
+            )
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import pytest
 
 from exporter.sources.redis import kombu_url
 from testkit.celery_worker import CeleryWorker
-from testkit.exposition import value
+from testkit.exposition import Samples, value
 from testkit.redis_server import RedisServer
 from testkit.sidecar import Sidecar
 
@@ -41,9 +41,9 @@ def test_kombu_url(url: str, expected: str) -> None:
     assert kombu_url(url) == expected
 
 
-def all_sources_up(samples: dict[object, float]) -> bool:
+def all_sources_up(samples: Samples) -> bool:
     return all(
-        value(samples, "celery_exporter_source_up", source=source) == 1  # type: ignore[arg-type]
+        value(samples, "celery_exporter_source_up", source=source) == 1
         for source in ("broker", "workers", "events")
     )
 
@@ -68,7 +68,7 @@ def test_every_source_is_up_with_either_url_form(
         with Sidecar(url, *FAST) as sidecar:
             sidecar.wait_ready()
             samples = sidecar.wait_for(all_sources_up, timeout=30)
-            assert value(samples, "celery_queue_consumers", queue="forms") == 1  # type: ignore[arg-type]
+            assert value(samples, "celery_queue_consumers", queue="forms") == 1
             assert SECRET not in sidecar.log()
     finally:
         server.cleanup()

@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 FAST = ("--refresh-interval", "0.5", "--inspect-timeout", "0.5", "--no-events")
 
 
-def _wait_ping(client: redis.Redis, timeout: float = 10) -> None:  # type: ignore[type-arg]
+def _wait_ping(client: redis.Redis, timeout: float = 10) -> None:
     def answers() -> bool:
         try:
             return bool(client.ping())

@@ -203,8 +203,9 @@ def test_dockerfile_copies_paths_that_exist_and_are_in_the_context() -> None:
 
 def test_dockerignore_keeps_the_context_small() -> None:
     """The virtualenv, git data, tests and caches stay out of the build context."""
-    for path in (".venv/bin/python", ".git/HEAD", "tests/conftest.py", "bench/common.py",
-                 "exporter/__pycache__/cli.cpython-311.pyc", "deploy/kubernetes/service.yaml"):
+    for path in (".venv/bin/python", ".git/HEAD", "tests/conftest.py", "bench/events/run.py",
+                 "testkit/sidecar.py", "exporter/__pycache__/cli.cpython-311.pyc",
+                 "deploy/kubernetes/service.yaml"):
         assert dockerignored(path), path
 
 

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,8 @@ import httpx
 import pytest
 from pythonjsonlogger.json import JsonFormatter
 
-from exporter.cli import build_settings, serve
+from exporter.cli import serve
+from exporter.config.load import build_settings
 from exporter.config.logs import TEXT_FORMAT, RedactingFilter
 from exporter.config.settings import Settings, redact_url
 from exporter.web.app import create_app
@@ -89,7 +90,7 @@ def _emit(formatter: logging.Formatter, emit: Any) -> str:
     return stream.getvalue()
 
 
-FORMATTERS = {
+FORMATTERS: dict[str, Callable[[], logging.Formatter]] = {
     "text": lambda: logging.Formatter(TEXT_FORMAT),
     "json": lambda: JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"),
 }
@@ -107,7 +108,7 @@ def test_tracebacks_stacks_and_extras_are_redacted(fmt: str) -> None:
 
     def with_stack_and_extra(logger: logging.Logger) -> None:
         record = logger.makeRecord(
-            logger.name, logging.WARNING, __file__, 1, "plain message", None, None,
+            logger.name, logging.WARNING, __file__, 1, "plain message", (), None,
             sinfo=f"Stack (most recent call last):\n  connect({url!r})",
             extra={"broker": url},
         )

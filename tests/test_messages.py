@@ -14,7 +14,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import msgpack
 import orjson
@@ -26,10 +26,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kombu.entity import Exchange, Queue
 
+from exporter.protocol.errors import MalformedMessage
 from exporter.protocol.events import Event, decode_event_message
 from exporter.protocol.keys import TransportOptions
 from exporter.protocol.messages import (
-    MalformedMessage,
     TaskMessage,
     load_envelope,
     parse_task_message,
@@ -86,7 +86,7 @@ def raw_messages(client: redis.Redis, queue: str) -> list[bytes]:
     """Every raw message waiting in a queue, over all of its priority sub-lists."""
     found: list[bytes] = []
     for key in TRANSPORT.queue_keys(queue):
-        found.extend(client.lrange(key, 0, -1))
+        found.extend(cast(list[bytes], client.lrange(key, 0, -1)))
     return found
 
 
@@ -294,7 +294,7 @@ def test_priority_and_priority_sub_list(
     app = make_app()
     result = app.send_task("tests.add", args=(1, 2), queue="prio", priority=priority)
     step = max(s for s in TRANSPORT.priority_steps if s <= priority)
-    items = broker.lrange(TRANSPORT.queue_key("prio", step), 0, -1)
+    items = cast(list[bytes], broker.lrange(TRANSPORT.queue_key("prio", step), 0, -1))
     assert len(items) == 1
     assert sum(broker.llen(k) for k in TRANSPORT.queue_keys("prio")) == 1
     message = parse_raw(items[0])
@@ -356,9 +356,9 @@ def test_unacked_entry_of_a_real_worker(
 
     assert wait_until(lambda: broker.hlen(TRANSPORT.unacked_key) == 1, timeout=30)
     assert broker.llen("celery") == 0
-    (tag,) = broker.hkeys(TRANSPORT.unacked_key)
+    (tag,) = cast(list[bytes], broker.hkeys(TRANSPORT.unacked_key))
     raw = broker.hget(TRANSPORT.unacked_key, tag)
-    assert raw is not None
+    assert isinstance(raw, bytes)
 
     message = parse_unacked_entry(raw)
 

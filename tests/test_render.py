@@ -348,4 +348,4 @@ def test_the_exposition_is_the_bytes_prometheus_client_writes(built: Built) -> N
     registry = CollectorRegistry(auto_describe=False)
     registry.register(Library())
     assert built.rendered.text == library_text(registry)
-    assert built.rendered.openmetrics == library_openmetrics(registry)
+    assert built.rendered.openmetrics == library_openmetrics(registry)  # type: ignore[no-untyped-call]

@@ -208,7 +208,7 @@ def test_real_celery_messages_land_in_queue_keys(
         lists = {
             key.decode()
             for key in client.scan_iter(count=1000)
-            if client.type(key) == b"list"  # type: ignore[no-untyped-call]
+            if client.type(key) == b"list"
         }
         assert lists == set(options.queue_keys("jobs"))
         assert sum(client.llen(k) for k in options.queue_keys("jobs")) == 10
@@ -236,7 +236,7 @@ def test_event_channel_pattern_matches_kombu(
     pattern = options.event_channel_pattern(parse_endpoint(url).db)
 
     client: redis.Redis = redis_server.client(db=db)
-    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
     app = Celery("events", broker=url, set_as_current=False)
     app.conf.broker_transport_options = options.as_kombu_options()
     try:

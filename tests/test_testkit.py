@@ -250,8 +250,9 @@ def test_parse_wrk_reads_rate_latencies_and_errors() -> None:
     """The figures of a `wrk --latency` report, durations in milliseconds."""
     report = parse_wrk(WRK_OUTPUT)
     assert report.requests_per_second == 3621.58
-    assert (report.p50_ms, report.p90_ms, report.p99_ms, report.max_ms) == (
-        pytest.approx(0.812), 5.80, 1020.0, 25.21,
+    assert report.p50_ms == pytest.approx(0.812)
+    assert (report.p90_ms, report.p99_ms, report.max_ms) == (
+        5.80, 1020.0, 25.21,
     )
     assert report.requests == 36251
     assert report.transfer == "2.71GB/s"

@@ -70,4 +70,4 @@ def test_log_filter_redacts_with_it() -> None:
     })
     assert RedactingFilter().filter(record)
     assert record.getMessage() == "connecting to redis://:***@h:1/0"
-    assert record.extra_url == "x?password=***"
+    assert getattr(record, "extra_url") == "x?password=***"  # noqa: B009
