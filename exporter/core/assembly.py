@@ -59,7 +59,8 @@ def live_workers(inputs: SnapshotInputs) -> dict[str, WorkerState]:
             up = not went_offline
         else:
             up = heartbeat_fresh
-        if went_offline and reply is None and not heartbeat_fresh:
+        reply_is_current = reply is not None and inputs.workers_healthy
+        if went_offline and not reply_is_current and not heartbeat_fresh:
             continue  # said goodbye (a planned stop): not reported as down
         last_seen = inputs.now if reply else max(
             heartbeat.last_seen if heartbeat else 0.0,

@@ -10,6 +10,11 @@ DEFAULT_PRIORITY_STEPS: tuple[int, ...] = (0, 3, 6, 9)
 DEFAULT_SEP = "\x06\x16"
 
 
+def glob_escape(text: str) -> str:
+    """`text` as a Redis glob pattern that matches only itself (SCAN MATCH, PSUBSCRIBE)."""
+    return "".join("\\" + char if char in "*?[]\\" else char for char in text)
+
+
 @dataclass(frozen=True)
 class TransportOptions:
     """The kombu Redis transport options that decide where Celery keeps its data."""
@@ -61,4 +66,4 @@ class TransportOptions:
         else:
             prefix = ""
         suffix = "/*" if self.fanout_patterns else ""
-        return f"{self.global_keyprefix}{prefix}{exchange}{suffix}"
+        return glob_escape(f"{self.global_keyprefix}{prefix}{exchange}") + suffix

@@ -1,8 +1,23 @@
-"""Which queue a message came from, given kombu's exchange bindings."""
+"""Which queue a message came from, given kombu's exchange bindings.
+
+Direct bindings are looked up by exact routing key. A binding key holding `*` or `#`
+belongs to a topic exchange and is matched as kombu's virtual transport matches it:
+words split on dots, `*` is exactly one word, `#` any run of characters.
+"""
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Mapping
+
+_WILDCARDS = {"*": r"[^.]+", "#": r".*?"}
+
+
+@functools.lru_cache(maxsize=1024)
+def _topic_pattern(binding_key: str) -> re.Pattern[str]:
+    words = (_WILDCARDS.get(word, re.escape(word)) for word in binding_key.split("."))
+    return re.compile("^" + r"\.".join(words) + "$")
 
 
 def resolve_queue(
@@ -16,4 +31,13 @@ def resolve_queue(
         queues = bound_queues.get((exchange, routing_key))
         if queues:
             return queues[0]
+        matched = sorted(
+            queue
+            for (bound_exchange, key), names in bound_queues.items()
+            if bound_exchange == exchange and ("*" in key or "#" in key)
+            and _topic_pattern(key).match(routing_key)
+            for queue in names
+        )
+        if matched:
+            return matched[0]
     return routing_key or "celery"

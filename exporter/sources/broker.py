@@ -17,7 +17,7 @@ import redis
 from exporter.model.readings import BrokerReading, UnackedTask
 from exporter.protocol.cardinality import QueueAdmission
 from exporter.protocol.errors import MalformedMessage
-from exporter.protocol.keys import TransportOptions
+from exporter.protocol.keys import TransportOptions, glob_escape
 from exporter.protocol.limits import DEFAULT_LIMITS, InputLimits
 from exporter.protocol.messages import parse_unacked_entry
 from exporter.protocol.routing import resolve_queue
@@ -126,7 +126,9 @@ class BrokerSource:
         cursor: int = 0
         round_trips = 0
         while True:
-            cursor, batch = self._client.scan(cursor=cursor, match=prefix + "*", count=1000)
+            cursor, batch = self._client.scan(
+                cursor=cursor, match=glob_escape(prefix) + "*", count=1000
+            )
             round_trips += 1
             for raw in batch:
                 key = as_text(raw)

@@ -68,8 +68,9 @@ class _Budget:
         self.nodes = nodes
 
     def spend(self, text: str) -> str:
-        """The text, clipped to what is left."""
-        clipped = clip(text, max(len(TRUNCATED), min(MAX_VALUE_CHARS, self.chars))) or ""
+        """The text, clipped to what is left (ending with `TRUNCATED` when cut)."""
+        limit = max(len(TRUNCATED), min(MAX_VALUE_CHARS, self.chars))
+        clipped = text if len(text) <= limit else text[: limit - len(TRUNCATED)] + TRUNCATED
         self.chars -= len(clipped)
         return clipped
 
@@ -128,8 +129,19 @@ def job_data(args: Any, kwargs: Any) -> dict[str, Any]:
         kwargs = {}
     elif not isinstance(kwargs, Mapping):
         kwargs = {"repr": kwargs}
-    budget = _Budget()
-    return {"args": to_json(args, budget=budget), "kwargs": to_json(kwargs, budget=budget)}
+    # kwargs first, within half the field's budget, so that long args never cost the
+    # keyword arguments (ingestionSourceId among them); args get what is left.
+    kwargs_budget = _Budget(MAX_FIELD_CHARS // 2, MAX_FIELD_NODES // 2)
+    kwargs_json = to_json(kwargs, budget=kwargs_budget)
+    args_budget = _Budget(
+        MAX_FIELD_CHARS - (MAX_FIELD_CHARS // 2 - kwargs_budget.chars),
+        MAX_FIELD_NODES - (MAX_FIELD_NODES // 2 - kwargs_budget.nodes),
+    )
+    args_json = to_json(args, budget=args_budget)
+    return {
+        "args": args_json if isinstance(args_json, list) else [args_json],
+        "kwargs": kwargs_json if isinstance(kwargs_json, dict) else {"…": kwargs_json},
+    }
 
 
 def failed_reason(exception_repr: str | None, traceback: str | None = None) -> str | None:

@@ -420,12 +420,6 @@ def test_failing_inspection_still_drops_a_worker_that_said_goodbye() -> None:
     assert live_workers(made) == {}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="live_workers treats a reply of the last good inspect round as current: while "
-    "inspection fails, a worker in that reading that since said goodbye is reported "
-    "down (and then declared dead) instead of being dropped like any other goodbye",
-)
 def test_a_goodbye_wins_over_the_last_good_reading_while_inspection_fails() -> None:
     last_good = workers_reading(reply("celery@a", ("emails",)), read_at=NOW - 60)
     made = inputs(

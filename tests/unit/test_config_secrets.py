@@ -60,20 +60,6 @@ def test_directory(tmp_path: Path) -> None:
     assert str(raised.value) == f"{FILE_FLAG}: cannot read {tmp_path}: Is a directory"
 
 
-@pytest.mark.skipif(
-    not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root reads any file"
-)
-def test_file_without_read_permission(tmp_path: Path) -> None:
-    path = secret_file(tmp_path, SECRET.encode())
-    os.chmod(path, 0o000)
-    try:
-        with pytest.raises(ConfigError) as raised:
-            read_secret_file(FILE_FLAG, path)
-    finally:
-        os.chmod(path, 0o600)
-    assert str(raised.value) == f"{FILE_FLAG}: cannot read {path}: Permission denied"
-
-
 def test_permission_denied_is_reported_with_the_system_reason(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

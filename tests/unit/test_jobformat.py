@@ -377,11 +377,6 @@ def test_a_long_string_is_clipped_to_the_value_limit() -> None:
     assert shown.startswith("é" * (MAX_VALUE_CHARS // 2))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="docs/jobs-api.md: a string inside data or returnValue ends with '…[truncated]'; "
-    "to_json clips it with clip()'s '...[truncated]' (the mark of texts recorded from events)",
-)
 def test_a_long_string_ends_with_the_documented_mark() -> None:
     assert to_json("é" * (MAX_VALUE_CHARS * 3)).endswith(TRUNCATED)
 
@@ -427,12 +422,6 @@ def test_args_and_kwargs_share_one_budget() -> None:
     assert data["args"][-1] == TRUNCATED
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="when args spend the whole budget of data, job_data makes kwargs the string "
-    "'…[truncated]': the OpenAPI schema says kwargs is an object, and ingestionSourceId "
-    "is lost with it",
-)
 def test_kwargs_stay_an_object_when_args_spend_the_budget() -> None:
     data = job_data(["y" * MAX_VALUE_CHARS] * MAX_ITEMS, {"ingestionSourceId": "src-42"})
     assert isinstance(data["kwargs"], dict)

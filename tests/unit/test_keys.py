@@ -250,12 +250,6 @@ def test_the_event_pattern_ignores_other_key_prefixes(kombu_channels: Any) -> No
     assert not pattern.fullmatch(kombu_channels(theirs).event_channel("task.started"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="event_channel_pattern puts global_keyprefix into the PSUBSCRIBE pattern "
-    "unescaped: a prefix with glob characters ([ ] * ? \\) misses its own events "
-    "or receives another prefix's",
-)
 @pytest.mark.parametrize(("prefix", "neighbour"),
                          [("tenant[1]:", "tenant1:"), ("app*:", "app-other:"), ("q?:", "qX:")])
 def test_glob_characters_in_the_key_prefix_are_matched_literally(

@@ -72,12 +72,6 @@ def test_the_queue_named_is_the_one_kombu_delivered_to(
     assert resolve_queue(exchange, routing_key, bindings(app)) == landed.queue
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="resolve_queue looks bindings up by exact routing key: a topic exchange binds "
-    "a pattern (reports.#), so a message routed by reports.daily is reported in a "
-    "queue named after its routing key",
-)
 def test_a_topic_exchange_names_the_queue_its_pattern_binds(app: Celery) -> None:
     landed = publish(app, args=(1,), queue="rt-reports", routing_key="reports.daily")
     assert landed.queue == "rt-reports"
