@@ -111,8 +111,16 @@ SIDECAR_OPTIONS: list[Decorator] = [
             help="Largest task message or event body decoded (after base64 and "
             "decompression); larger ones are skipped and counted."),
     _option("--auth/--no-auth", show_default=True,
-            help="Require an API key with permission manage:all for the Jobs API. "
-            "--no-auth turns it off (a warning is logged)."),
+            help="Require an API key for the Jobs API: read:jobs or manage:all for its GET "
+            "routes, manage:all for job actions. --no-auth turns it off (a warning is "
+            "logged)."),
+    _option("--read-only/--no-read-only", show_default=True,
+            help="Turn every job action off (403), whatever the keys allow; the GET routes "
+            "keep working."),
+    _option("--result-backend-url", metavar="URL",
+            help="Celery's Redis result backend (redis://, rediss://, unix://). With "
+            "result_extended = True in the Celery app, a retry reads the job's exact "
+            "arguments there."),
     _option("--api-key", "api_keys", multiple=True, metavar="KEY",
             help="An API key (16+ characters) granting manage:all; repeatable. Only its "
             "SHA-256 is kept; it is never logged."),

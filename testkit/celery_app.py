@@ -7,6 +7,8 @@ Environment:
     TEST_BROKER_URL: broker URL (required), e.g. ``redis://127.0.0.1:PORT/0``.
     TEST_BROKER_TRANSPORT_OPTIONS: optional JSON object of kombu transport
         options, e.g. ``{"priority_steps": [0, 1, 2], "global_keyprefix": "pfx:"}``.
+    TEST_RESULT_BACKEND: optional result backend URL; when set, results are stored
+        there with ``result_extended`` (the task's name, args, kwargs and queue).
 """
 
 from __future__ import annotations
@@ -45,7 +47,8 @@ def _broker_url() -> str:
 app = Celery("tests", broker=_broker_url())
 app.conf.update(
     broker_transport_options=_transport_options(),
-    result_backend=None,
+    result_backend=os.environ.get("TEST_RESULT_BACKEND") or None,
+    result_extended=bool(os.environ.get("TEST_RESULT_BACKEND")),
     task_send_sent_event=True,
     # TEST_TASK_EVENTS=0 starts workers without task events (only worker heartbeats).
     worker_send_task_events=os.environ.get("TEST_TASK_EVENTS", "1") == "1",
@@ -109,3 +112,16 @@ def flaky_fail(message: str) -> None:
 def ingest(*, ingestionSourceId: str, payload: Any = None) -> dict[str, Any]:
     """Return {"ok": True, "source": ingestionSourceId}."""
     return {"ok": True, "source": ingestionSourceId}
+
+
+@task(name="tests.record_unless_gated")
+def record_unless_gated(gate: str, *args: Any, **kwargs: Any) -> int:
+    """Fail while the Redis key `gate` exists; else append [args, kwargs] (JSON) to
+    `<gate>:calls` and return how many calls were recorded: a retry's exact arguments
+    can be compared with the first call's."""
+    import redis
+
+    client = redis.Redis.from_url(_broker_url())
+    if client.exists(gate):
+        raise RuntimeError(f"gate {gate} is closed")
+    return int(client.rpush(f"{gate}:calls", json.dumps([list(args), kwargs])))

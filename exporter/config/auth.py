@@ -16,6 +16,8 @@ import yaml
 from exporter.config.errors import ConfigError
 
 MANAGE_ALL = "manage:all"
+#: Allows the GET routes of the Jobs API (queues, jobs, audit, search), no action.
+READ_JOBS = "read:jobs"
 
 
 def digest(secret: str) -> bytes:

@@ -37,6 +37,22 @@ def validate_broker_url(url: str) -> str:
     return url
 
 
+RESULT_BACKEND_SCHEMES = ("redis", "rediss", "unix")
+
+
+def validate_result_backend_url(url: str | None) -> str | None:
+    """Check --result-backend-url: a Redis URL, or None/empty for none."""
+    if not url:
+        return None
+    scheme = urlsplit(url.strip()).scheme.lower()
+    if scheme not in RESULT_BACKEND_SCHEMES:
+        raise ConfigError(
+            f"--result-backend-url: scheme {scheme or '(none)'!r} of {redact_userinfo(url)!r} "
+            f"is not supported; use one of {', '.join(s + '://' for s in RESULT_BACKEND_SCHEMES)}"
+        )
+    return url.strip()
+
+
 @dataclass(frozen=True)
 class BrokerEndpoint:
     """Where the broker is and how to reach it, decoded from the broker URL."""

@@ -15,7 +15,12 @@ from types import MappingProxyType
 from typing import Any
 
 from exporter.config.auth import ApiKey, keys_from_file, keys_from_flags, metrics_credentials
-from exporter.config.broker import parse_endpoint, read_broker_url, require_master_name
+from exporter.config.broker import (
+    parse_endpoint,
+    read_broker_url,
+    require_master_name,
+    validate_result_backend_url,
+)
 from exporter.config.errors import ConfigError
 from exporter.config.parsing import (
     buckets_or_default,
@@ -35,7 +40,7 @@ PASSED_AS_IS = (
     "enable_events_interval", "worker_timeout", "completed_retention", "failed_retention",
     "retention_max_age", "max_task_names", "max_tracked_jobs", "max_queues",
     "max_task_series", "max_label_length", "max_message_bytes", "auth", "api_max_limit",
-    "history",
+    "history", "read_only",
 )
 
 _SETTINGS_DEFAULTS = {f.name: f.default for f in fields(Settings) if f.default is not MISSING}
@@ -56,6 +61,7 @@ RAW_DEFAULTS: Mapping[str, Any] = MappingProxyType({
     "metrics_basic_auth": None,
     "metrics_basic_auth_file": None,
     "history_key_prefix": _SETTINGS_DEFAULTS["history_prefix"],
+    "result_backend_url": None,
     "runtime_buckets": None,  # DEFAULT_RUNTIME_BUCKETS
     "queue_wait_buckets": None,  # DEFAULT_QUEUE_WAIT_BUCKETS
     **{name: _SETTINGS_DEFAULTS[name] for name in PASSED_AS_IS},
@@ -91,6 +97,7 @@ def build_settings(raw: Mapping[str, Any], **overrides: Any) -> Settings:
     basic = secret_value("--metrics-basic-auth", options["metrics_basic_auth"],
                          "--metrics-basic-auth-file", options["metrics_basic_auth_file"])
     history_prefix = parse_history_prefix(options["history_key_prefix"])
+    result_backend_url = validate_result_backend_url(options["result_backend_url"])
     values: dict[str, Any] = {
         "broker_url": broker_url,
         "transport": transport,
@@ -102,6 +109,7 @@ def build_settings(raw: Mapping[str, Any], **overrides: Any) -> Settings:
         "api_keys": api_keys,
         "metrics_credentials": metrics_credentials(bearer, basic),
         "history_prefix": history_prefix,
+        "result_backend_url": result_backend_url,
         **{name: options[name] for name in PASSED_AS_IS},
         **overrides,
     }

@@ -69,6 +69,10 @@ class Settings:
     metrics_credentials: MetricsCredentials | None = None
     history: bool = True
     history_prefix: str = "celery-jobs-exporter:"
+    #: Job actions turned off (403), whatever the keys allow.
+    read_only: bool = False
+    #: Celery's Redis result backend, read for a retry's exact arguments (result_extended).
+    result_backend_url: str | None = None
     http_header_timeout: float = 10.0
     max_connections: int = 1000
 

@@ -84,6 +84,23 @@ class JobHistory:
         pipe.execute()
         return len(jobs)
 
+    def remove(self, queue: str, task_id: str) -> int:
+        """Delete the saved copies of one job of `queue` (an admin removed it); how many."""
+        needle = orjson.dumps(task_id)
+        removed = 0
+        for status in ("completed", "failed"):
+            key = self.key(status, queue)
+            for raw in self._client.lrange(key, 0, -1):
+                if not isinstance(raw, bytes) or needle not in raw:
+                    continue
+                try:
+                    saved = orjson.loads(raw)
+                except orjson.JSONDecodeError:
+                    continue
+                if isinstance(saved, dict) and saved.get("id") == task_id:
+                    removed += int(self._client.lrem(key, 0, raw))  # type: ignore[arg-type]
+        return removed
+
     def load(self, admit: Callable[[str], bool] = lambda queue: True) -> Iterator[list[Job]]:
         """Every saved job in chunks, newest first within each list; unreadable ones skipped.
 

@@ -9,7 +9,7 @@ from exporter.model.jobs import Job
 from exporter.model.readings import WaitingMessage
 from exporter.protocol.errors import MalformedMessage
 from exporter.protocol.limits import InputLimits
-from exporter.protocol.messages import load_envelope, parse_task_message
+from exporter.protocol.messages import TaskMessage, load_envelope, parse_task_message
 
 
 class Pager(Protocol):
@@ -26,10 +26,12 @@ class WaitingPages:
         pager: Pager,
         limits: InputLimits,
         lookup: Callable[[Iterable[str]], Mapping[str, Job]],
+        on_message: Callable[[TaskMessage], None] | None = None,
     ) -> None:
         self._pager = pager
         self._limits = limits
         self._lookup = lookup
+        self._on_message = on_message
 
     def page(self, queue: str, offset: int, limit: int) -> list[WaitingMessage]:
         """Up to `limit` messages from `offset` places after the head (reads the broker)."""
@@ -43,6 +45,8 @@ class WaitingPages:
                 decoded.append(WaitingMessage(raw, None, str(exc)))
             else:
                 decoded.append(WaitingMessage(raw, message))
+                if self._on_message is not None:
+                    self._on_message(message)
         known = self._lookup(m.message.task_id for m in decoded if m.message is not None)
         return [
             WaitingMessage(m.raw, m.message, job=known.get(m.message.task_id))

@@ -1,7 +1,9 @@
 """The demo's Celery app: a few tasks that succeed, fail after retries, run long, take kwargs.
 
 Only the embedded demo (`celery-jobs-exporter demo`) uses it; its worker imports it
-with the broker URL in `CELERY_JOBS_EXPORTER_DEMO_BROKER`.
+with the broker URL in `CELERY_JOBS_EXPORTER_DEMO_BROKER` and its result backend in
+`CELERY_JOBS_EXPORTER_DEMO_RESULTS` (results are stored with `result_extended`, so a
+retry through the sidecar runs a job's exact arguments).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ app.conf.update(
     broker_connection_retry_on_startup=True,
     worker_hijack_root_logger=False,
     task_routes={"demo.report": {"queue": "reports"}},
+    result_backend=os.environ.get("CELERY_JOBS_EXPORTER_DEMO_RESULTS") or None,
+    result_extended=True,
 )
 
 

@@ -133,7 +133,13 @@ def run_demo(*, exporter_port: int, redis_port: int = 0) -> None:
     broker_url = f"redis://127.0.0.1:{redis_port}/0"
     log_dir = Path(tempfile.mkdtemp(prefix="celery-jobs-exporter-demo-"))
     processes = Processes(log_dir)
-    env = {**os.environ, "CELERY_JOBS_EXPORTER_DEMO_BROKER": broker_url, "PYTHONUNBUFFERED": "1"}
+    results_url = f"redis://127.0.0.1:{redis_port}/1"
+    env = {
+        **os.environ,
+        "CELERY_JOBS_EXPORTER_DEMO_BROKER": broker_url,
+        "CELERY_JOBS_EXPORTER_DEMO_RESULTS": results_url,
+        "PYTHONUNBUFFERED": "1",
+    }
     with _interrupts_as_keyboard_interrupt():
         try:
             processes.start("redis", [
@@ -153,18 +159,21 @@ def run_demo(*, exporter_port: int, redis_port: int = 0) -> None:
             from exporter.demo.app import app
 
             app.conf.broker_url = broker_url
+            app.conf.result_backend = results_url
             _wait("Celery workers", lambda: len(app.control.ping(timeout=0.5)) == 2, 60, processes)
-            app.control.cancel_consumer("paused", reply=True, timeout=2)
             api_key = secrets.token_urlsafe(24)
             processes.start("exporter", [
                 sys.executable, "-m", "exporter", "serve", "--broker-url", broker_url,
-                "--api-key", api_key,
+                "--api-key", api_key, "--result-backend-url", results_url,
                 "--listen-address", f"127.0.0.1:{exporter_port}", "--refresh-interval", "2",
                 "--queue", "default", "--queue", "ingest", "--queue", "paused",
                 "--queue", "reports",
             ], env)
             base = f"http://127.0.0.1:{exporter_port}"
             _wait("exporter", lambda: _http_ok(f"{base}/readyz"), 30, processes)
+            _wait("a consumer of queue `paused`",
+                  lambda: _has_consumer(base, "paused"), 30, processes)
+            _pause(base, "paused", api_key)
             _enqueue_samples(app)
             _print_banner(base, broker_url, log_dir, api_key)
             _keep_producing(app, processes)
@@ -180,6 +189,27 @@ def _http_ok(url: str) -> bool:
 
     with urllib.request.urlopen(url, timeout=2) as response:
         return bool(response.status == 200)
+
+
+def _has_consumer(base: str, queue: str) -> bool:
+    """Whether the sidecar's snapshot shows a live worker consuming `queue`."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"{base}/metrics", timeout=2) as response:
+        text = response.read().decode()
+    return f'celery_queue_consumers{{queue="{queue}"}} 1.0' in text
+
+
+def _pause(base: str, queue: str, api_key: str) -> None:
+    """Pause a queue through the sidecar's API, as an admin would: it stays paused."""
+    import urllib.request
+
+    request = urllib.request.Request(
+        f"{base}/v1/jobs/queues/{queue}/pause", method="POST", headers={"X-API-KEY": api_key}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        if response.status != 202:
+            raise RuntimeError(f"demo: pausing queue {queue} answered {response.status}")
 
 
 def _enqueue_samples(app: object) -> None:
@@ -226,11 +256,14 @@ def _print_banner(base: str, broker_url: str, log_dir: Path, api_key: str) -> No
         f"  jobs API     {base}/v1/jobs/queues  (header X-API-KEY: {api_key})\n"
         f"               curl -H 'X-API-KEY: {api_key}' \\\n"
         f"                 '{base}/v1/jobs/queues/default?status=failed'\n"
+        f"  job actions  retry, cancel, remove, pause, resume, purge, audit, search:\n"
+        f"               curl -X POST -H 'X-API-KEY: {api_key}' \\\n"
+        f"                 '{base}/v1/jobs/queues/paused/resume'   (README, Job actions)\n"
         f"  OpenAPI      {base}/openapi.json\n"
         f"  readiness    {base}/readyz\n"
         f"  landing page {base}/\n"
         f"  broker       {broker_url}  (its own redis-server)\n"
-        "  workers      demo-main (queues default, ingest; paused cancelled), "
+        "  workers      demo-main (queues default, ingest; `paused` paused through the API), "
         "demo-reports (reports)\n"
         f"  logs         {log_dir}\n",
         flush=True,

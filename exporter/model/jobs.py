@@ -80,6 +80,7 @@ class Job:
         "ready_at",
         "received_at",
         "result",
+        "retried_by",
         "sent_at",
         "started_at",
         "state",
@@ -105,6 +106,8 @@ class Job:
         self.hostname: str | None = None
         #: When the job started, while its queue wait is not recorded yet (see tracker).
         self.wait_started_at: float | None = None
+        #: The task id of the run an admin started again from this job (a retry).
+        self.retried_by: str | None = None
 
     def failure_texts(self) -> list[tuple[str | None, str | None]]:
         """(exception repr, traceback text) per failed attempt, oldest first."""

@@ -75,6 +75,8 @@ class ExporterCounters:
     malformed: Mapping[str, int] = field(default_factory=dict)
     refreshes: int = 0
     refresh_failures: int = 0
+    #: Job actions by (action, outcome): celery_exporter_actions_total.
+    actions: Mapping[tuple[str, str], int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

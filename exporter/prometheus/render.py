@@ -221,6 +221,17 @@ class _SnapshotCollector:
         for origin, value in sorted(counters.malformed.items()):
             malformed.add_metric([origin], value)
         yield malformed
+        if counters.actions:  # a sidecar serving the Jobs API counts every action from 0
+            actions = CounterMetricFamily(
+                "celery_exporter_actions",
+                "Job actions asked through the API, by action and outcome: ok (carried "
+                "out), failed (failed while carried out) or refused (not carried out: "
+                "unknown job, wrong status, bad request, broker unreachable).",
+                labels=["action", "outcome"],
+            )
+            for (action, outcome), count in sorted(counters.actions.items()):
+                actions.add_metric([action, outcome], count)
+            yield actions
         yield _gauge("celery_exporter_folded_task_names",
                      "Distinct task names reported as task=\"other\" past the name limit.",
                      snap.stats.folded_task_names)

@@ -247,7 +247,9 @@ def _protocol1(
     )
 
 
-def parse_unacked_entry(raw: bytes, limits: InputLimits = DEFAULT_LIMITS) -> TaskMessage:
+def parse_unacked_entry(
+    raw: bytes, limits: InputLimits = DEFAULT_LIMITS, *, with_body: bool = False
+) -> TaskMessage:
     """Parse one value of kombu's `unacked` hash: JSON `[message, exchange, routing_key]`."""
     check_size(raw, limits, "unacked entry")
     entry = load_json(raw, limits)
@@ -256,6 +258,7 @@ def parse_unacked_entry(raw: bytes, limits: InputLimits = DEFAULT_LIMITS) -> Tas
     message, exchange, routing_key = entry
     return parse_task_message(
         message,
+        with_body=with_body,
         exchange=exchange if isinstance(exchange, str) and len(exchange) <= MAX_IDENTIFIER
         else None,
         routing_key=routing_key

@@ -5,22 +5,35 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
 
+from exporter.actions.audit import AuditLog
+from exporter.actions.control import CeleryControl
+from exporter.actions.lists import QueueLists
+from exporter.actions.pauses import PauseBook
+from exporter.actions.service import JobActions
 from exporter.config.settings import Settings
+from exporter.core.calls import CallBook
 from exporter.core.history import JobHistory
 from exporter.core.refresher import Refresher
+from exporter.core.search import JobSearch
 from exporter.core.taskstats import TaskStats
 from exporter.core.tracker import TaskTracker
 from exporter.core.waiting import WaitingPages
 from exporter.model.jobs import Job
 from exporter.model.readings import WaitingMessage
+from exporter.model.search import SearchQuery, SearchResult
 from exporter.model.snapshot import Snapshot
 from exporter.prometheus.render import RenderedMetrics, render
 from exporter.protocol.cardinality import QueueAdmission
+from exporter.protocol.keys import TransportOptions
 from exporter.sources.broker import BrokerSource, QueuePager
 from exporter.sources.events import EventStream
 from exporter.sources.redis import connect, parse_endpoint
+from exporter.sources.results import ResultBackend
 from exporter.sources.workers import WorkersSource, make_inspect_app
+from exporter.web.jobformat import failed_reason
 
 log = logging.getLogger(__name__)
 
@@ -55,13 +68,21 @@ class Runtime:
         transport = settings.transport
         self._client = connect(endpoint, transport)
         self.tracker = make_tracker(settings)
+        #: Exact calls of the messages this sidecar decoded, for retries.
+        self.calls = CallBook()
         history = (
             JobHistory(self._client, settings.history_prefix, settings.retention,
                        settings.input_limits)
             if settings.history else None
         )
         self._waiting = WaitingPages(
-            QueuePager(self._client, transport), settings.input_limits, self.tracker.lookup
+            QueuePager(self._client, transport), settings.input_limits, self.tracker.lookup,
+            on_message=self.calls.remember,
+        )
+        self._search = JobSearch(
+            QueuePager(self._client, transport), failed_reason=failed_reason,
+            limits=settings.input_limits, lookup=self.tracker.lookup,
+            on_message=self.calls.remember,
         )
         self._inspect_app = make_inspect_app(settings.broker_url, transport.as_kombu_options())
         self.refresher = Refresher(
@@ -73,6 +94,7 @@ class Runtime:
                 discovery_interval=settings.discovery_interval,
                 admission=self.tracker.queues,
                 limits=settings.input_limits,
+                on_message=self.calls.remember,
             ),
             WorkersSource(self._inspect_app, settings.inspect_timeout),
             self.tracker,
@@ -91,6 +113,9 @@ class Runtime:
                 ),
                 limits=settings.input_limits,
             )
+        self.actions = self._make_actions(settings, history)
+        self._enforcer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pauses")
+        self._enforcing: Future[None] | None = None
         self._rendered: RenderedMetrics | None = None
         self._enabler: threading.Thread | None = None
         self._stop = threading.Event()
@@ -109,11 +134,62 @@ class Runtime:
         """A page of a queue's waiting messages, next to run first (reads the broker)."""
         return self._waiting.page(queue, offset, limit)
 
+    def search(self, query: SearchQuery) -> SearchResult:
+        """Jobs matching a search: the snapshot's, then a bounded scan of the lists."""
+        snapshot = self.refresher.snapshot
+        if snapshot is None:
+            return SearchResult((), 0)
+        return self._search.search(snapshot, query)
+
     def lookup(self, task_ids: Iterable[str]) -> Mapping[str, Job]:
         """What the events told about in-flight jobs."""
         return self.tracker.lookup(task_ids)
 
+    def _make_actions(self, settings: Settings, history: JobHistory | None) -> JobActions:
+        results = None
+        if settings.result_backend_url:
+            backend = connect(parse_endpoint(settings.result_backend_url), TransportOptions())
+            results = ResultBackend(backend, settings.input_limits)
+        prefix = settings.history_prefix
+        return JobActions(
+            snapshot=lambda: self.refresher.snapshot,
+            tracker=self.tracker,
+            client=self._client,
+            prefix=prefix,
+            lists=QueueLists(self._client, settings.transport, settings.input_limits),
+            control=CeleryControl(self._inspect_app, settings.inspect_timeout),
+            audit=AuditLog(self._client, prefix),
+            pauses=PauseBook(self._client, prefix),
+            calls=self.calls,
+            history=history,
+            results=results,
+        )
+
+    def actions_backend(self) -> JobActions:
+        """The job actions of this sidecar."""
+        return self.actions
+
+    def _enforce_pauses(self, snapshot: Snapshot) -> None:
+        """Keep paused queues paused, off the refresher's thread (a broadcast waits)."""
+        if self._enforcing is not None and not self._enforcing.done():
+            return
+        if not snapshot.broker_up:
+            return
+
+        def run() -> None:
+            try:
+                self.actions.enforce_pauses(snapshot)
+            except Exception as exc:  # the broker went away: next refresh tries again
+                log.warning("could not check paused queues: %s", exc)
+
+        self._enforcing = self._enforcer.submit(run)
+
     def _publish(self, snapshot: Snapshot) -> None:
+        snapshot = replace(
+            snapshot,
+            counters=replace(snapshot.counters, actions=self.actions.counts.snapshot()),
+        )
+        self._enforce_pauses(snapshot)
         rendered = render(snapshot)
         self._rendered = rendered
         if self._on_rendered is not None:
@@ -138,6 +214,7 @@ class Runtime:
         """Stop every thread this runtime started."""
         self._stop.set()
         self.refresher.stop()
+        self._enforcer.shutdown(wait=False, cancel_futures=True)
         if self.events is not None:
             self.events.stop()
 

@@ -74,6 +74,8 @@ class SidecarApplication(BaseApplication):  # type: ignore[misc]
             keys=KeyRing(settings.api_keys) if settings.auth else None,
             metrics_credentials=settings.metrics_credentials,
             jobs_backend=provider.jobs_backend,
+            actions_backend=provider.actions_backend,
+            read_only=settings.read_only,
             api_max_limit=settings.api_max_limit,
             jobs_threads=settings.web_threads,
         )

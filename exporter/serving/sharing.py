@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from exporter.actions.service import JobActions
 from exporter.config.settings import Settings
 from exporter.model.snapshot import Snapshot, SourceHealth
 from exporter.prometheus.render import RenderedMetrics
@@ -54,6 +55,9 @@ class LocalProvider:
 
     def jobs_backend(self) -> Runtime:
         return self._runtime
+
+    def actions_backend(self) -> JobActions:
+        return self._runtime.actions
 
     def close(self) -> None:
         self._runtime.stop()
@@ -145,6 +149,10 @@ class SharedProvider:
     def jobs_backend(self) -> Runtime | None:
         """This process's runtime while it owns the refresher (the others cannot page)."""
         return self._runtime
+
+    def actions_backend(self) -> JobActions | None:
+        """Job actions, while this process owns the refresher (the others answer 503)."""
+        return self._runtime.actions if self._runtime is not None else None
 
     def close(self) -> None:
         self._stop.set()

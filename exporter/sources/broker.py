@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import redis
@@ -19,7 +19,7 @@ from exporter.protocol.cardinality import QueueAdmission
 from exporter.protocol.errors import MalformedMessage
 from exporter.protocol.keys import TransportOptions, glob_escape
 from exporter.protocol.limits import DEFAULT_LIMITS, InputLimits
-from exporter.protocol.messages import parse_unacked_entry
+from exporter.protocol.messages import TaskMessage, parse_unacked_entry
 from exporter.protocol.routing import resolve_queue
 from exporter.protocol.skips import SkipLog
 from exporter.sources.redis import as_text
@@ -49,6 +49,7 @@ class BrokerSource:
         discovery_interval: float = 30.0,
         admission: QueueAdmission | None = None,
         limits: InputLimits = DEFAULT_LIMITS,
+        on_message: Callable[[TaskMessage], None] | None = None,
     ) -> None:
         self._client = client
         self._transport = transport
@@ -60,6 +61,8 @@ class BrokerSource:
         self._admission = admission
         self._limits = limits
         self._skips = SkipLog("unacked")
+        #: Told each new unacked message, body decoded (the exact calls a retry needs).
+        self._on_message = on_message
 
     def read(self, extra_queues: Iterable[str] = ()) -> BrokerReading:
         """Read every known queue's lists and the unacked hash; raises redis errors."""
@@ -170,12 +173,16 @@ class BrokerSource:
             if value is None:
                 continue  # acknowledged between HKEYS and HMGET
             try:
-                message = parse_unacked_entry(value, self._limits)
+                message = parse_unacked_entry(
+                    value, self._limits, with_body=self._on_message is not None
+                )
             except MalformedMessage as exc:
                 malformed += 1
                 self._unacked_cache[tag] = None
                 self._skips.skipped(f"entry {tag[:64]!r}: {exc}")
                 continue
+            if self._on_message is not None:
+                self._on_message(message)
             queue = resolve_queue(message.exchange, message.routing_key, bound_queues)
             self._unacked_cache[tag] = UnackedTask(
                 delivery_tag=tag.decode("utf-8", "replace"),

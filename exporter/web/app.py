@@ -15,12 +15,24 @@ import falcon.asgi
 from falcon.asgi import Request, Response
 
 from exporter.config.auth import KeyRing, MetricsCredentials
+from exporter.web.actions import (
+    Action,
+    AuditResource,
+    CancelResource,
+    JobResource,
+    PauseResource,
+    PurgeResource,
+    ResumeResource,
+    RetryFailedResource,
+    RetryResource,
+)
 from exporter.web.errors import install_error_handlers
 from exporter.web.headers import SecurityHeadersMiddleware
 from exporter.web.health import HealthResource, LandingResource, ReadyResource
 from exporter.web.jobs import QueueJobsResource, QueuesResource
 from exporter.web.metrics import MetricsResource
-from exporter.web.ports import JobsBackend, SnapshotProvider
+from exporter.web.ports import ActionsBackend, JobsBackend, SnapshotProvider
+from exporter.web.search import SearchResource
 from exporter.web.security import AuthMiddleware
 
 OPENAPI_PATH = Path(__file__).with_name("openapi.json")
@@ -46,6 +58,8 @@ def create_app(
     keys: KeyRing | None = None,
     metrics_credentials: MetricsCredentials | None = None,
     jobs_backend: Callable[[], JobsBackend | None] = lambda: None,
+    actions_backend: Callable[[], ActionsBackend | None] = lambda: None,
+    read_only: bool = False,
     api_max_limit: int = 100,
     jobs_threads: int = 4,
 ) -> AsgiApp:
@@ -71,7 +85,27 @@ def create_app(
     queue_jobs = QueueJobsResource(
         provider, jobs_backend, max_limit=api_max_limit, executor=pages
     )
+    search = SearchResource(provider, jobs_backend, max_limit=api_max_limit, executor=pages)
+
+    def act(kind: type[Action]) -> Action:
+        return kind(actions_backend, read_only=read_only, executor=pages)
+
+    job_path = "/jobs/queues/{queue_name}/jobs/{job_id}"
+    queue_path = "/jobs/queues/{queue_name}"
+    actions: dict[str, object] = {
+        job_path: act(JobResource),
+        f"{job_path}/retry": act(RetryResource),
+        f"{job_path}/cancel": act(CancelResource),
+        f"{queue_path}/pause": act(PauseResource),
+        f"{queue_path}/resume": act(ResumeResource),
+        f"{queue_path}/retry-failed": act(RetryFailedResource),
+        f"{queue_path}/purge": act(PurgeResource),
+        "/jobs/audit": AuditResource(actions_backend, max_limit=api_max_limit, executor=pages),
+    }
     for prefix in ("/v1", "/api/v1"):
         app.add_route(f"{prefix}/jobs/queues", queues)
         app.add_route(f"{prefix}/jobs/queues/{{queue_name}}", queue_jobs)
+        app.add_route(f"{prefix}/jobs/search", search)
+        for path, resource in actions.items():
+            app.add_route(prefix + path, resource)
     return app

@@ -206,7 +206,17 @@ def _ingestion_source(data: Mapping[str, Any]) -> Any:
 
 
 def from_job(job: Job | None, state: str, placement: TaskPlacement | None = None) -> dict[str, Any]:
-    """The API object of a job known from events (and, if given, where it stands now)."""
+    """The API object of a job known from events (and, if given, where it stands now).
+
+    A job an admin retried also has `retriedBy`, the task id of its new run.
+    """
+    fields = _job_fields(job, state, placement)
+    if job is not None and job.retried_by is not None:
+        fields["retriedBy"] = job.retried_by
+    return fields
+
+
+def _job_fields(job: Job | None, state: str, placement: TaskPlacement | None) -> dict[str, Any]:
     task_id = job.id if job else placement.task_id if placement else None
     data = job_data(job.args, job.kwargs) if job else job_data(None, None)
     reason = _reason(job)

@@ -19,10 +19,10 @@ from typing import Any
 import falcon
 from falcon.asgi import Request, Response
 
-from exporter.config.auth import MANAGE_ALL
 from exporter.model.readings import WaitingMessage
 from exporter.model.snapshot import STATUSES, Snapshot, TaskPlacement
 from exporter.web import jobformat
+from exporter.web.permissions import READ
 from exporter.web.ports import JobsBackend, SnapshotProvider
 
 DEFAULT_STATUS = "failed"
@@ -54,7 +54,7 @@ def current_snapshot(provider: SnapshotProvider, backend: JobsBackend | None) ->
 class QueuesResource:
     """GET /v1/jobs/queues: every known queue with its six counts."""
 
-    required_permission = MANAGE_ALL
+    required_permission = READ
 
     def __init__(
         self, provider: SnapshotProvider, backend: Callable[[], JobsBackend | None]
@@ -75,7 +75,7 @@ class QueuesResource:
 _ASCII_INTEGER = re.compile(r"\s*[+-]?[0-9]+\s*", re.ASCII)
 
 
-def _single_param(req: Request, name: str, allowed: str) -> str | None:
+def single_param(req: Request, name: str, allowed: str) -> str | None:
     """A query parameter's value; 400 naming it when the query gives it more than once."""
     raw = req.params.get(name)
     if isinstance(raw, list):
@@ -85,8 +85,8 @@ def _single_param(req: Request, name: str, allowed: str) -> str | None:
     return raw
 
 
-def _int_param(req: Request, name: str, default: int, low: int, high: int) -> int:
-    raw = _single_param(req, name, f"an integer from {low} to {high}")
+def int_param(req: Request, name: str, default: int, low: int, high: int) -> int:
+    raw = single_param(req, name, f"an integer from {low} to {high}")
     if raw is None or raw == "":
         return default
     value = None
@@ -105,7 +105,7 @@ def _int_param(req: Request, name: str, default: int, low: int, high: int) -> in
 class QueueJobsResource:
     """GET /v1/jobs/queues/{queueName}: one queue's counts and a page of its jobs."""
 
-    required_permission = MANAGE_ALL
+    required_permission = READ
 
     def __init__(self, provider: SnapshotProvider, backend: Callable[[], JobsBackend | None],
                  *, max_limit: int, executor: Executor) -> None:
@@ -120,14 +120,14 @@ class QueueJobsResource:
 
     def _answer(self, req: Request, resp: Response, queue_name: str) -> None:
         """Validate, read the page (maybe from the broker) and set the body; in a thread."""
-        status = _single_param(req, "status", "one of " + ", ".join(STATUSES)) or DEFAULT_STATUS
+        status = single_param(req, "status", "one of " + ", ".join(STATUSES)) or DEFAULT_STATUS
         if status not in STATUSES:
             raise falcon.HTTPBadRequest(
                 description=f"invalid `status`: {status[:50]!r}; expected one of "
                 + ", ".join(STATUSES)
             )
-        page = _int_param(req, "page", 1, 1, 10**9)
-        limit = _int_param(req, "limit", DEFAULT_LIMIT, 1, self._max_limit)
+        page = int_param(req, "page", 1, 1, 10**9)
+        limit = int_param(req, "limit", DEFAULT_LIMIT, 1, self._max_limit)
         backend = self._backend()
         snapshot = current_snapshot(self._provider, backend)
         queue = snapshot.queues.get(queue_name)

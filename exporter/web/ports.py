@@ -8,7 +8,16 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from exporter.model.actions import (
+    Actor,
+    AuditEntry,
+    BulkRetryDone,
+    CancelDone,
+    PauseDone,
+    RetryDone,
+)
 from exporter.model.readings import WaitingMessage
+from exporter.model.search import SearchQuery, SearchResult
 from exporter.model.snapshot import Snapshot
 from exporter.prometheus.render import RenderedMetrics
 
@@ -27,3 +36,28 @@ class JobsBackend(Protocol):
     """What the Jobs API needs beyond the snapshot: pages of a queue's waiting messages."""
 
     def waiting_page(self, queue: str, offset: int, limit: int) -> list[WaitingMessage]: ...
+
+    def search(self, query: SearchQuery) -> SearchResult: ...
+
+
+class ActionsBackend(Protocol):
+    """The job actions (docs/jobs-actions.md); each raises ActionRefused when refused."""
+
+    def retry(self, actor: Actor, queue: str, task_id: str) -> RetryDone: ...
+
+    def cancel(
+        self, actor: Actor, queue: str, task_id: str, *, terminate: bool = False,
+        signal: str = "SIGTERM",
+    ) -> CancelDone: ...
+
+    def remove(self, actor: Actor, queue: str, task_id: str) -> str: ...
+
+    def retry_failed(self, actor: Actor, queue: str, limit: int) -> BulkRetryDone: ...
+
+    def pause(self, actor: Actor, queue: str) -> PauseDone: ...
+
+    def resume(self, actor: Actor, queue: str) -> PauseDone: ...
+
+    def purge(self, actor: Actor, queue: str, confirm: object) -> int: ...
+
+    def audit_page(self, offset: int, limit: int) -> tuple[list[AuditEntry], int]: ...

@@ -14,6 +14,7 @@ import falcon
 from falcon.asgi import Request, Response
 
 from exporter.config.auth import KeyRing, MetricsCredentials, presented_key
+from exporter.web.permissions import NO_AUTH_NAME
 
 
 class AuthMiddleware:
@@ -46,8 +47,9 @@ class AuthMiddleware:
             challenges=['Bearer realm="metrics"', 'Basic realm="metrics"'],
         )
 
-    def _require_permission(self, req: Request, permission: str) -> None:
+    def _require_permission(self, req: Request, permission: frozenset[str]) -> None:
         if self._keys is None:  # authentication turned off explicitly
+            req.context.key_name = NO_AUTH_NAME
             return
         presented = presented_key({
             "X-API-KEY": req.get_header("X-API-KEY"),
@@ -63,7 +65,7 @@ class AuthMiddleware:
             raise falcon.HTTPUnauthorized(
                 description="unknown API key", challenges=['Bearer realm="jobs"']
             )
-        if permission not in key.permissions:
-            raise falcon.HTTPForbidden(
-                description=f"this API key lacks the permission {permission!r}"
-            )
+        if not permission & key.permissions:
+            wanted = " or ".join(repr(p) for p in sorted(permission))
+            raise falcon.HTTPForbidden(description=f"this API key lacks the permission {wanted}")
+        req.context.key_name = key.name

@@ -167,6 +167,24 @@ class TaskTracker:
 
     # -- reading -----------------------------------------------------------------
 
+    def hide(self, task_id: str) -> None:
+        """A job cancelled through the API stops being placed before its worker says so."""
+        with self.lock:
+            self._jobs.hide(task_id)
+
+    def remove_retained(self, queue: str, task_id: str) -> Job | None:
+        """Forget one retained finished job (an admin removed it); None if not kept."""
+        with self.lock:
+            job = self._jobs.remove_retained(queue, task_id)
+            if job is not None:
+                self._outbox.discard(job)
+            return job
+
+    def mark_retried(self, queue: str, task_id: str, new_id: str) -> None:
+        """Record on a retained job the task id of its retry."""
+        with self.lock:
+            self._jobs.mark_retried(queue, task_id, new_id)
+
     def view(self) -> TrackerView:
         """A frozen copy of counts, active jobs, stats and workers."""
         with self.lock:

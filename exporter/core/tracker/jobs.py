@@ -162,6 +162,34 @@ class JobBook:
         """Ids of the latest finished jobs."""
         return frozenset(self._recently_finished)
 
+    # -- what job actions tell ------------------------------------------------------
+
+    def hide(self, task_id: str) -> None:
+        """A job an admin cancelled: no longer placed anywhere, whatever a reply says."""
+        self._recently_finished[task_id] = None
+        if len(self._recently_finished) > RECENTLY_FINISHED:
+            self._recently_finished.popitem(last=False)
+
+    def remove_retained(self, queue: str, task_id: str) -> Job | None:
+        """Forget a retained finished job of `queue`; the job, or None if not kept."""
+        for job in self.store.newest_first(queue, "failed"):
+            if job.id == task_id:
+                self.store.discard(job)
+                return job
+        for job in self.store.newest_first(queue, "completed"):
+            if job.id == task_id:
+                self.store.discard(job)
+                return job
+        return None
+
+    def mark_retried(self, queue: str, task_id: str, new_id: str) -> None:
+        """Note on a retained job the id of the run that retries it."""
+        for status in ("failed", "completed"):
+            for job in self.store.newest_first(queue, status):
+                if job.id == task_id:
+                    job.retried_by = new_id
+                    return
+
     # -- lost jobs -----------------------------------------------------------------
 
     def _lose(self, job: Job, hostname: str, at: float) -> None:

@@ -21,6 +21,12 @@ class Outbox:
         """Add a job that just finished."""
         self._of(job).append(job)
 
+    def discard(self, job: Job) -> None:
+        """Never save a job an admin removed before it was saved."""
+        unsaved = self._unsaved.get((job.queue or "unknown", job.state))
+        if unsaved is not None and job in unsaved:
+            unsaved.remove(job)
+
     def take(self) -> list[Job]:
         """Every job not persisted yet, grouped by queue and state; the outbox empties."""
         jobs = [job for kept in self._unsaved.values() for job in kept]

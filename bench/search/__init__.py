@@ -1,0 +1,1 @@
+"""Search benchmark: job search latency over 60,000 retained jobs."""
