@@ -139,11 +139,13 @@ def build_queue_states(
     if broker:
         names |= broker.queues
     consumers: dict[str, int] = {}
+    capacity: dict[str, int] = {}
     for worker in workers.values():
         names.update(worker.queues)
         if worker.up:
             for queue in worker.queues:
                 consumers[queue] = consumers.get(queue, 0) + 1
+                capacity[queue] = capacity.get(queue, 0) + (worker.concurrency or 0)
     by_queue: dict[str, dict[str, int]] = {}
     for placement in placements:
         names.add(placement.queue)
@@ -167,5 +169,7 @@ def build_queue_states(
             "completed": completed,
             "failed": failed,
         }
-        states[name] = QueueState(name, counts, consumers.get(name, 0), prefetched)
+        states[name] = QueueState(
+            name, counts, consumers.get(name, 0), prefetched, capacity.get(name, 0)
+        )
     return states

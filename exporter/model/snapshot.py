@@ -23,6 +23,8 @@ class QueueState:
     counts: Mapping[str, int]
     consumers: int
     prefetched: int
+    #: Pool processes (or threads) of the live workers consuming the queue, where known.
+    capacity: int = 0
 
 
 @dataclass(frozen=True)

@@ -91,15 +91,24 @@ class _SnapshotCollector:
             + POLL_NOTE,
             labels=["queue"],
         )
+        capacity = GaugeMetricFamily(
+            "celery_queue_capacity",
+            "Pool processes (or threads) of the live workers consuming the queue: how many "
+            "of its jobs can run at once. Utilisation: celery_queue_jobs{status=\"active\"} "
+            "/ celery_queue_capacity." + POLL_NOTE,
+            labels=["queue"],
+        )
         for queue in queues:
             name = self._label(queue.name)
             for status in STATUSES:
                 jobs.add_metric([name, status], queue.counts[status])
             consumers.add_metric([name], queue.consumers)
             prefetched.add_metric([name], queue.prefetched)
+            capacity.add_metric([name], queue.capacity)
         yield jobs
         yield consumers
         yield prefetched
+        yield capacity
 
     def _worker_metrics(self) -> Iterator[Family]:
         up = GaugeMetricFamily(
@@ -110,12 +119,21 @@ class _SnapshotCollector:
         active = GaugeMetricFamily(
             "celery_worker_active_tasks", "Tasks the worker is running.", labels=["worker"]
         )
+        concurrency = GaugeMetricFamily(
+            "celery_worker_concurrency",
+            "The worker's pool size (processes or threads), from its stats reply; only "
+            "for live workers that answered.",
+            labels=["worker"],
+        )
         for worker in self._snapshot.workers.values():
             name = self._label(worker.hostname)
             up.add_metric([name], 1 if worker.up else 0)
             active.add_metric([name], worker.active if worker.up else 0)
+            if worker.up and worker.concurrency is not None:
+                concurrency.add_metric([name], worker.concurrency)
         yield up
         yield active
+        yield concurrency
 
     def _task_metrics(self) -> Iterator[Family]:
         stats = self._snapshot.stats

@@ -47,6 +47,7 @@ def sample_snapshot() -> Snapshot:
             {"waiting": 3, "active": 1, "delayed": 2, "paused": 0, "completed": 5, "failed": 1},
             consumers=2,
             prefetched=1,
+            capacity=4,
         ),
         long_queue: QueueState(
             long_queue,

@@ -470,3 +470,31 @@ def test_replies_are_independent_of_one_another() -> None:
     assert queues["emails"].counts == counts(active=2)
     assert queues["emails"].consumers == 2
     assert [w.active for w in workers.values()] == [1, 1]
+
+
+def test_capacity_sums_the_pool_sizes_of_live_consumers() -> None:
+    """Two workers on `emails` (-c 2, -c 3), one on `reports` whose size is unknown."""
+    made = inputs(
+        workers=workers_reading(
+            reply("celery@a", ("emails",), concurrency=2),
+            reply("celery@b", ("emails", "reports"), concurrency=3),
+            reply("celery@c", ("reports",), concurrency=None),
+        ),
+        configured=("idle",),
+    )
+    workers, _placements, queues = snapshot(made)
+    assert {h: w.concurrency for h, w in workers.items()} == {
+        "celery@a": 2, "celery@b": 3, "celery@c": None,
+    }
+    assert {name: q.capacity for name, q in queues.items()} == {
+        "emails": 5, "reports": 3, "idle": 0,
+    }
+
+
+def test_a_worker_that_is_down_adds_no_capacity() -> None:
+    """Known to consume `emails`, silent for ten minutes: down, so no capacity."""
+    made = inputs(workers=workers_reading(), known_worker_queues={"celery@a": ("emails",)},
+                  known_worker_replied_at={"celery@a": PAST})
+    _workers, _placements, queues = snapshot(made)
+    assert queues["emails"].capacity == 0
+    assert queues["emails"].consumers == 0
