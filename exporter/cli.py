@@ -104,6 +104,9 @@ SIDECAR_OPTIONS: list[Decorator] = [
     _option("--max-task-series", type=click.IntRange(1), show_default=True,
             help="(queue, task) pairs with task counters and runtime histograms of their "
             "own; later pairs are reported as task='other' of their queue."),
+    _option("--max-exception-types", type=click.IntRange(1, 10_000), show_default=True,
+            help="Distinct exception classes with series of their own in "
+            "celery_task_failures_total; later ones are reported as exception='other'."),
     _option("--max-label-length", type=click.IntRange(16, 4096), show_default=True,
             help="Longest label value in /metrics; longer queue, task or worker names are "
             "cut and end with ~ and 8 hex digits of their hash."),

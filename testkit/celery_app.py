@@ -125,3 +125,14 @@ def record_unless_gated(gate: str, *args: Any, **kwargs: Any) -> int:
     if client.exists(gate):
         raise RuntimeError(f"gate {gate} is closed")
     return int(client.rpush(f"{gate}:calls", json.dumps([list(args), kwargs])))
+
+
+@task(name="tests.raise_exception")
+def raise_exception(kind: str, message: str = "") -> None:
+    """Raise a builtin exception class by name (ValueError, KeyError, ...)."""
+    import builtins
+
+    error = getattr(builtins, kind)
+    if not (isinstance(error, type) and issubclass(error, Exception)):
+        raise TypeError(f"{kind} is not an exception class")
+    raise error(message)

@@ -38,7 +38,7 @@ PASSED_AS_IS = (
     "refresh_interval", "inspect_timeout", "discovery_interval", "web_workers", "web_threads",
     "http_header_timeout", "max_connections", "log_level", "log_format", "events",
     "enable_events_interval", "worker_timeout", "completed_retention", "failed_retention",
-    "retention_max_age", "max_task_names", "max_tracked_jobs", "max_queues",
+    "retention_max_age", "max_task_names", "max_exception_types", "max_tracked_jobs", "max_queues",
     "max_task_series", "max_label_length", "max_message_bytes", "auth", "api_max_limit",
     "history", "read_only",
 )

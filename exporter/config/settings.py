@@ -13,6 +13,7 @@ from exporter.protocol.cardinality import (
     DEFAULT_MAX_QUEUES,
     DEFAULT_MAX_TASK_SERIES,
 )
+from exporter.protocol.exceptions import DEFAULT_MAX_EXCEPTION_TYPES
 from exporter.protocol.keys import TransportOptions
 from exporter.protocol.limits import DEFAULT_MAX_MESSAGE_BYTES, InputLimits
 
@@ -55,6 +56,7 @@ class Settings:
     failed_retention: int = 5000
     retention_max_age: float = 0.0
     max_task_names: int = 500
+    max_exception_types: int = DEFAULT_MAX_EXCEPTION_TYPES
     max_tracked_jobs: int = 100_000
     max_queues: int = DEFAULT_MAX_QUEUES
     max_task_series: int = DEFAULT_MAX_TASK_SERIES

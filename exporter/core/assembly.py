@@ -8,8 +8,9 @@ each status means on Celery.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from exporter.core.heads import HeadAge
 from exporter.model.readings import BrokerReading, WorkersReading
 from exporter.model.snapshot import QueueState, TaskPlacement, WorkerState
 from exporter.model.tracking import TrackerView
@@ -36,6 +37,8 @@ class SnapshotInputs:
     #: Ids of messages in the unacked hash held by workers declared down: they wait
     #: there until the visibility timeout puts them back in their queue's list.
     stranded: frozenset[str] = frozenset()
+    #: The age of each queue's next job in its lists (core.heads).
+    head_ages: Mapping[str, HeadAge] = field(default_factory=dict)
 
 
 def live_workers(inputs: SnapshotInputs) -> dict[str, WorkerState]:
@@ -169,7 +172,10 @@ def build_queue_states(
             "completed": completed,
             "failed": failed,
         }
+        head = inputs.head_ages.get(name) if in_lists else None
         states[name] = QueueState(
-            name, counts, consumers.get(name, 0), prefetched, capacity.get(name, 0)
+            name, counts, consumers.get(name, 0), prefetched, capacity.get(name, 0),
+            oldest_age=head.seconds if head else 0.0,
+            oldest_age_lower_bound=head.lower_bound if head else False,
         )
     return states

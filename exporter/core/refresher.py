@@ -27,6 +27,7 @@ from typing import Generic, TypeVar
 
 from exporter.config.settings import Settings, redact_url
 from exporter.core.assembly import SnapshotInputs, build_queue_states, live_workers, place_tasks
+from exporter.core.heads import HeadClock
 from exporter.core.history import SAVE_CHUNK, JobHistory
 from exporter.core.tracker import TaskTracker
 from exporter.model.readings import BrokerReading, WorkersReading
@@ -127,6 +128,7 @@ class Refresher:
         self._broker_source = broker
         self._workers_source = workers
         self._tracker = tracker
+        self._heads = HeadClock(tracker.lookup)
         self._on_snapshot = on_snapshot
         self._broker = _SourceState[BrokerReading]("broker")
         self._workers = _SourceState[WorkersReading]("workers", enabled=workers is not None)
@@ -289,6 +291,7 @@ class Refresher:
             forget_after=WORKER_FORGET_AFTER,
             now=now,
             admission=self._tracker.queues,
+            head_ages=self._heads.ages(broker.heads, now) if broker else {},
         )
         workers = live_workers(inputs)
         self._expected_workers = {h for h, w in workers.items() if w.up}

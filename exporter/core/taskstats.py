@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from exporter.model.stats import HistogramData, TaskStatsData
 from exporter.protocol.cardinality import DEFAULT_MAX_TASK_SERIES, DistinctCount
+from exporter.protocol.exceptions import DEFAULT_MAX_EXCEPTION_TYPES
 
 OTHER_TASK = "other"
 
@@ -47,6 +48,7 @@ class TaskStats:
         runtime_buckets: Sequence[float],
         queue_wait_buckets: Sequence[float],
         max_task_series: int = DEFAULT_MAX_TASK_SERIES,
+        max_exception_types: int = DEFAULT_MAX_EXCEPTION_TYPES,
     ) -> None:
         self._max_task_names = max_task_names
         self._max_task_series = max_task_series
@@ -58,6 +60,10 @@ class TaskStats:
         self._folded_pairs = DistinctCount()
         self._outcomes: dict[tuple[str, str, str], int] = {}
         self._recovered: dict[tuple[str, str], int] = {}
+        self._max_exception_types = max_exception_types
+        self._exception_types: set[str] = set()
+        self._folded_exceptions = DistinctCount()
+        self._failures: dict[tuple[str, str, str], int] = {}
         self._runtime: dict[tuple[str, str], Histogram] = {}
         self._queue_wait: dict[str, Histogram] = {}
 
@@ -101,6 +107,17 @@ class TaskStats:
         key = (queue, self.pair_label(queue, task))
         self._recovered[key] = self._recovered.get(key, 0) + 1
 
+    def count_failure(self, queue: str, task: str | None, exception: str) -> None:
+        """Add one to the failures of (queue, task) with this exception class."""
+        if exception not in self._exception_types:
+            if len(self._exception_types) < self._max_exception_types:
+                self._exception_types.add(exception)
+            else:
+                self._folded_exceptions.add(exception)
+                exception = OTHER_TASK
+        key = (queue, self.pair_label(queue, task), exception)
+        self._failures[key] = self._failures.get(key, 0) + 1
+
     def observe_runtime(self, queue: str, task: str | None, seconds: float) -> None:
         """Record how long one execution took."""
         key = (queue, self.pair_label(queue, task))
@@ -125,4 +142,6 @@ class TaskStats:
             folded_task_names=len(self._folded),
             folded_task_series=len(self._folded_pairs),
             recovered=dict(self._recovered),
+            failures=dict(self._failures),
+            folded_exception_types=len(self._folded_exceptions),
         )

@@ -32,6 +32,9 @@ class BrokerReading:
     round_trips: int
     read_at: float
     bound_queues: Mapping[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
+    #: Per queue with messages in its lists, the task id of the one workers take next
+    #: (or `sha1:<hex>` of a message without a readable id).
+    heads: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,10 @@ class QueueState:
     prefetched: int
     #: Pool processes (or threads) of the live workers consuming the queue, where known.
     capacity: int = 0
+    #: Seconds the job workers take next from the queue's lists has waited (0: none).
+    oldest_age: float = 0.0
+    #: Whether that age counts from when the sidecar first saw the job (publish unknown).
+    oldest_age_lower_bound: bool = False
 
 
 @dataclass(frozen=True)

@@ -31,3 +31,7 @@ class TaskStatsData:
     folded_task_series: int = 0
     #: Lost executions whose real end arrived later, by (queue, task).
     recovered: dict[tuple[str, str], int] = field(default_factory=dict)
+    #: Failed executions by (queue, task, exception class).
+    failures: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    #: Distinct exception classes counted as `other` past --max-exception-types.
+    folded_exception_types: int = 0

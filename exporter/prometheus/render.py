@@ -98,8 +98,28 @@ class _SnapshotCollector:
             "/ celery_queue_capacity." + POLL_NOTE,
             labels=["queue"],
         )
+        oldest = GaugeMetricFamily(
+            "celery_queue_oldest_job_age_seconds",
+            "Seconds the job workers take next from the queue's lists has waited, under "
+            "status waiting (the queue has consumers) or paused (it has none); 0 for an "
+            "empty list. From its task-sent event's time, else from when the exporter "
+            "first saw it at the head (see celery_queue_oldest_job_age_lower_bound)."
+            + POLL_NOTE,
+            labels=["queue", "status"],
+        )
+        lower_bound = GaugeMetricFamily(
+            "celery_queue_oldest_job_age_lower_bound",
+            "1 when celery_queue_oldest_job_age_seconds counts from when the exporter first "
+            "saw the job at the head (its publish time is unknown: no task-sent event), so "
+            "the job is at least that old; 0 when it counts from its publish time.",
+            labels=["queue"],
+        )
         for queue in queues:
             name = self._label(queue.name)
+            waiting_age = queue.oldest_age if queue.consumers else 0.0
+            oldest.add_metric([name, "waiting"], waiting_age)
+            oldest.add_metric([name, "paused"], 0.0 if queue.consumers else queue.oldest_age)
+            lower_bound.add_metric([name], 1 if queue.oldest_age_lower_bound else 0)
             for status in STATUSES:
                 jobs.add_metric([name, status], queue.counts[status])
             consumers.add_metric([name], queue.consumers)
@@ -109,6 +129,8 @@ class _SnapshotCollector:
         yield consumers
         yield prefetched
         yield capacity
+        yield oldest
+        yield lower_bound
 
     def _worker_metrics(self) -> Iterator[Family]:
         up = GaugeMetricFamily(
@@ -157,6 +179,15 @@ class _SnapshotCollector:
         for (queue, task), value in sorted(stats.recovered.items()):
             recovered.add_metric([label(queue), label(task)], value)
         yield recovered
+        failures = CounterMetricFamily(
+            "celery_task_failures",
+            "Failed executions by queue, task name and exception class (from task-failed "
+            "events; past --max-exception-types, new classes are counted as 'other').",
+            labels=["queue", "task", "exception"],
+        )
+        for (queue, task, exception), value in sorted(stats.failures.items()):
+            failures.add_metric([label(queue), label(task), label(exception)], value)
+        yield failures
         runtime = Histograms(
             "celery_task_runtime_seconds",
             "How long task executions ran, by queue and task name.",
@@ -257,6 +288,10 @@ class _SnapshotCollector:
                      "Distinct (queue, task) pairs reported as task=\"other\" of their queue "
                      "past --max-task-series.",
                      snap.stats.folded_task_series)
+        yield _gauge("celery_exporter_folded_exception_types",
+                     "Distinct exception classes reported as exception=\"other\" past "
+                     "--max-exception-types.",
+                     snap.stats.folded_exception_types)
         yield _gauge("celery_exporter_dropped_queue_names",
                      "Distinct queue names not reported at all past --max-queues.",
                      snap.dropped_queue_names)

@@ -44,6 +44,7 @@ def make_tracker(settings: Settings) -> TaskTracker:
         limits=settings.retention,
         stats=TaskStats(
             max_task_names=settings.max_task_names,
+            max_exception_types=settings.max_exception_types,
             max_task_series=settings.max_task_series,
             runtime_buckets=settings.runtime_buckets,
             queue_wait_buckets=settings.queue_wait_buckets,

@@ -32,6 +32,26 @@ INTERNAL_EXCHANGE_SUFFIXES = (".pidbox",)
 INTERNAL_EXCHANGES = frozenset({"celeryev"})
 
 
+#: The identity of the message workers take next from a queue: the last element of
+#: its first non-empty priority sub-list (kombu LPUSHes, workers RPOP), as its task id
+#: (protocol 2 headers), else the SHA-1 of its bytes. One LINDEX per sub-list and one
+#: decode of one message: O(1) in the queue's length. False when the queue is empty.
+HEAD_OF_QUEUE = """
+for i = 1, #KEYS do
+  local raw = redis.call('LINDEX', KEYS[i], -1)
+  if raw then
+    local ok, message = pcall(cjson.decode, raw)
+    if ok and type(message) == 'table' and type(message.headers) == 'table'
+        and type(message.headers.id) == 'string' and #message.headers.id <= 1024 then
+      return message.headers.id
+    end
+    return 'sha1:' .. redis.sha1hex(raw)
+  end
+end
+return false
+"""
+
+
 def is_internal_exchange(exchange: str) -> bool:
     """Whether an exchange carries Celery's own traffic (events, remote control)."""
     return exchange in INTERNAL_EXCHANGES or exchange.endswith(INTERNAL_EXCHANGE_SUFFIXES)
@@ -61,6 +81,8 @@ class BrokerSource:
         self._admission = admission
         self._limits = limits
         self._skips = SkipLog("unacked")
+        #: SHA of HEAD_OF_QUEUE once loaded (again after a Redis restart forgot it).
+        self._head_sha: str | None = None
         #: Told each new unacked message, body decoded (the exact calls a retry needs).
         self._on_message = on_message
 
@@ -93,19 +115,31 @@ class BrokerSource:
 
         new_tags = [t for t in tags if t not in self._unacked_cache]
         steps = len(self._transport.priority_steps)
+        if self._head_sha is None:
+            self._head_sha = str(self._client.script_load(HEAD_OF_QUEUE))
+            round_trips += 1
         pipe = self._client.pipeline(transaction=False)
         for queue in queue_list:
-            for key in self._transport.queue_keys(queue):
+            keys = self._transport.queue_keys(queue)
+            for key in keys:
                 pipe.llen(key)
+            pipe.evalsha(self._head_sha, len(keys), *keys)
         if new_tags:
             pipe.hmget(prefix + self._transport.unacked_key, new_tags)
         replies = pipe.execute(raise_on_error=False)
         round_trips += 1
 
         waiting: dict[str, int] = {}
+        heads: dict[str, str] = {}
+        per_queue = steps + 1
         for index, queue in enumerate(queue_list):
-            lengths = replies[index * steps : (index + 1) * steps]
+            lengths = replies[index * per_queue : index * per_queue + steps]
             waiting[queue] = sum(n for n in lengths if isinstance(n, int))
+            head = replies[index * per_queue + steps]
+            if isinstance(head, bytes) and head:
+                heads[queue] = head.decode("utf-8", "replace")
+            elif isinstance(head, redis.exceptions.NoScriptError):
+                self._head_sha = None  # Redis restarted: loaded again at the next read
         new_malformed = 0
         if new_tags:
             values = replies[-1] if isinstance(replies[-1], list) else []
@@ -120,6 +154,7 @@ class BrokerSource:
             round_trips=round_trips,
             read_at=time.time(),
             bound_queues=bound_queues,
+            heads=heads,
         )
 
     def _discover_binding_keys(self) -> int:

@@ -24,6 +24,7 @@ def sample_stats() -> TaskStats:
         runtime_buckets=RUNTIME_BUCKETS,
         queue_wait_buckets=WAIT_BUCKETS,
         max_task_series=3,
+        max_exception_types=2,
     )
     stats.touch("emails", "app.send", ("succeeded", "failed"))
     for outcome in ("succeeded", "succeeded", "failed", "lost"):
@@ -31,6 +32,8 @@ def sample_stats() -> TaskStats:
     stats.count("reports", "app.build", "retried")
     stats.count("reports", "app.third", "succeeded")  # past max_task_names: "other"
     stats.count_recovered("emails", "app.send")
+    for exception in ("ValueError", "ValueError", "KeyError", "TimeoutError"):  # 3rd: other
+        stats.count_failure("emails", "app.send", exception)
     for seconds in (0.05, 0.5, 2.0, 30.0):
         stats.observe_runtime("emails", "app.send", seconds)
         stats.observe_queue_wait("emails", seconds / 10)
@@ -48,12 +51,15 @@ def sample_snapshot() -> Snapshot:
             consumers=2,
             prefetched=1,
             capacity=4,
+            oldest_age=12.5,
         ),
         long_queue: QueueState(
             long_queue,
             {"waiting": 0, "active": 0, "delayed": 0, "paused": 7, "completed": 0, "failed": 0},
             consumers=0,
             prefetched=0,
+            oldest_age=300.0,
+            oldest_age_lower_bound=True,
         ),
     }
     workers = {

@@ -19,6 +19,7 @@ from exporter.model.jobs import (
 )
 from exporter.model.tracking import ActiveJob
 from exporter.protocol.events import Event
+from exporter.protocol.exceptions import exception_type
 from exporter.protocol.messages import parse_eta
 
 OUTCOMES = ("succeeded", "failed", "retried", "revoked", "rejected", "lost")
@@ -356,6 +357,11 @@ class JobBook:
     def _on_failed(self, event: Event, task_id: str, at: float) -> None:
         job = self._finish(event, task_id, at, "failed", "failed")
         self._record_failure(job, event)
+        queue = self._queue_of(job)
+        if queue is not None:
+            self.stats.count_failure(
+                queue, job.name, exception_type(event.exception, event.traceback)
+            )
         self._keep(job)
 
     def _on_retried(self, event: Event, task_id: str, at: float) -> None:
