@@ -252,6 +252,7 @@ def _keep_producing(app: object, processes: Processes) -> None:
 def _print_banner(base: str, broker_url: str, log_dir: Path, api_key: str) -> None:
     print(
         "\ncelery-jobs-exporter demo is running (Ctrl-C stops everything)\n"
+        f"  console      {base}/ui/  (API key: {api_key})\n"
         f"  metrics      {base}/metrics\n"
         f"  jobs API     {base}/v1/jobs/queues  (header X-API-KEY: {api_key})\n"
         f"               curl -H 'X-API-KEY: {api_key}' \\\n"

@@ -26,6 +26,7 @@ from exporter.web.actions import (
     RetryFailedResource,
     RetryResource,
 )
+from exporter.web.console import ConsoleResource, GenerationResource, WorkersResource
 from exporter.web.errors import install_error_handlers
 from exporter.web.headers import SecurityHeadersMiddleware
 from exporter.web.health import HealthResource, LandingResource, ReadyResource
@@ -80,6 +81,9 @@ def create_app(
     app.add_route("/healthz", HealthResource())
     app.add_route("/readyz", ReadyResource(provider, stale_after=stale_after))
     app.add_route("/openapi.json", OpenApiResource())
+    console = ConsoleResource()
+    app.add_route("/ui", console)  # /ui/ too: the trailing slash is stripped
+    app.add_route("/ui/{asset}", console, suffix="asset")
     queues = QueuesResource(provider, jobs_backend)
     pages = ThreadPoolExecutor(max_workers=jobs_threads, thread_name_prefix="jobs-api")
     queue_jobs = QueueJobsResource(
@@ -101,6 +105,8 @@ def create_app(
         f"{queue_path}/retry-failed": act(RetryFailedResource),
         f"{queue_path}/purge": act(PurgeResource),
         "/jobs/audit": AuditResource(actions_backend, max_limit=api_max_limit, executor=pages),
+        "/jobs/workers": WorkersResource(provider, jobs_backend),
+        "/jobs/generation": GenerationResource(provider, jobs_backend),
     }
     for prefix in ("/v1", "/api/v1"):
         app.add_route(f"{prefix}/jobs/queues", queues)

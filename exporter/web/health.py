@@ -14,6 +14,7 @@ LANDING = """<!doctype html>
 <html><head><meta charset="utf-8"><title>celery-jobs-exporter</title></head>
 <body><h1>celery-jobs-exporter {version}</h1>
 <ul>
+<li><a href="/ui/">/ui/</a>: the web console (API key required)</li>
 <li><a href="/metrics">/metrics</a>: Prometheus metrics</li>
 <li><a href="/v1/jobs/queues">/v1/jobs/queues</a>: the Jobs API (API key required)</li>
 <li><a href="/openapi.json">/openapi.json</a>: the OpenAPI document</li>
