@@ -1,0 +1,1 @@
+"""/metrics latency with and without open consoles polling the sidecar."""

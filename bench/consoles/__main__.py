@@ -1,0 +1,3 @@
+from bench.consoles.run import main
+
+main()
