@@ -53,6 +53,17 @@ EXPORTER_JOB_REGEX = ".*celery-jobs-exporter.*"
 #: The labels that identify one queue across exporter instances.
 QUEUE_KEY = "namespace, job, queue"
 
+#: The labels that identify one failure series (queue, task, exception class).
+FAILURE_KEY = "namespace, job, queue, task, exception"
+
+#: Share of a queue's worker slots that run its jobs: active jobs over capacity (the sum
+#: of the concurrency of its live consumers), de-duplicated across exporters; no sample
+#: where the capacity is 0 (no consumer, or no worker answered `stats`).
+UTILISATION = """\
+max by (%(queue_key)s) (celery_queue_jobs{status="active"})
+/ on (%(queue_key)s)
+(max by (%(queue_key)s) (celery_queue_capacity) > 0)"""
+
 
 # Per alert: group, expression, summary, description, and the README's "fires when" and
 # threshold cells. `%(name)s` placeholders take the alert's SETTINGS plus the globals above.
@@ -238,6 +249,23 @@ max by (%(queue_key)s) (max_over_time(celery_queue_consumers[%(lookback)s])) > 0
         "threshold": "0 consumers (had some in the last %(lookback)s)",
     },
     {
+        "alert": "CeleryQueueStuck",
+        "group": "celery-queues",
+        "expr": """\
+max by (%(queue_key)s) (celery_queue_oldest_job_age_seconds{status="waiting"})
+  > %(threshold_seconds)s
+and on (%(queue_key)s)
+max by (%(queue_key)s) (celery_queue_consumers) > 0""",
+        "summary": "The next job of queue {{ $labels.queue }} has waited long despite consumers.",
+        "description": (
+            "The job workers take next from queue {{ $labels.queue }} has waited "
+            "{{ $value | humanizeDuration }} (over %(threshold)s for %(for)s) although the "
+            "queue has live consumers: they take no job from it, or far too few."
+        ),
+        "when": "the oldest waiting job of a queue with consumers is older than the threshold",
+        "threshold": "oldest waiting job > %(threshold)s, consumers > 0",
+    },
+    {
         "alert": "CeleryQueueWaitTimeHigh",
         "group": "celery-queues",
         "expr": """\
@@ -355,6 +383,37 @@ max by (%(queue_key)s) (
         "threshold": "> %(threshold)s lost in %(window)s",
     },
     {
+        "alert": "CeleryNewExceptionType",
+        "group": "celery-tasks",
+        # A failure series starts at 1 (its first failure), which increase() cannot see:
+        # the second branch catches a series that appeared within the window.
+        "expr": """\
+(
+    max by (%(failure_key)s) (increase(celery_task_failures_total[%(window)s])) > 0
+  or
+    (
+        max by (%(failure_key)s) (celery_task_failures_total)
+      unless
+        max by (%(failure_key)s) (celery_task_failures_total offset %(window)s)
+    )
+)
+unless on (%(failure_key)s)
+max by (%(failure_key)s) (celery_task_failures_total offset %(lookback)s) > 0""",
+        "summary": (
+            "Task {{ $labels.task }} of queue {{ $labels.queue }} fails with a new exception "
+            "{{ $labels.exception }}."
+        ),
+        "description": (
+            "Task {{ $labels.task }} of queue {{ $labels.queue }} failed "
+            "{{ $value | humanize }} time(s) with {{ $labels.exception }} in the last "
+            "%(window)s, an exception it had not failed with %(lookback)s ago (as counted "
+            "since the exporter started): a new failure mode, often of a deploy."
+        ),
+        "when": "a (queue, task, exception) failure series that was absent or 0 an hour ago "
+        "increases (or appears)",
+        "threshold": "> 0 in %(window)s, none %(lookback)s ago",
+    },
+    {
         "alert": "CeleryWorkerDown",
         "group": "celery-workers",
         "expr": "max by (namespace, job, worker) (celery_worker_up) == 0",
@@ -367,9 +426,35 @@ max by (%(queue_key)s) (
         "when": "a known worker stopped answering inspect and sending heartbeats",
         "threshold": "`celery_worker_up == 0`",
     },
+    {
+        "alert": "CeleryWorkersSaturated",
+        "group": "celery-workers",
+        "expr": UTILISATION + " >= %(threshold)s",
+        "summary": "The workers of queue {{ $labels.queue }} are saturated.",
+        "description": (
+            "{{ $value | humanizePercentage }} of the worker slots consuming queue "
+            "{{ $labels.queue }} run its jobs (active / capacity, at least %(threshold_pct)s%% "
+            "for %(for)s): new jobs of it wait for a free slot."
+        ),
+        "when": "active jobs / capacity (concurrency of the queue's live consumers) of a "
+        "queue reach the threshold",
+        "threshold": ">= %(threshold_pct)s%% of capacity (capacity > 0)",
+    },
+]
+
+#: Recording rules (own group, after the alerts): name, expression and what it holds.
+RECORDS: list[dict[str, str]] = [
+    {
+        "record": "celery:queue_utilisation:ratio",
+        "group": "celery-recording",
+        "expr": UTILISATION,
+        "help": "active jobs / capacity per queue (normally 0 to 1), "
+        "de-duplicated across exporters; no sample while the capacity is 0",
+    },
 ]
 
 GROUPS = ("celery-exporter", "celery-queues", "celery-tasks", "celery-workers")
+RECORDING_GROUPS = ("celery-recording",)
 
 HEADER = """\
 # Prometheus alert rules for celery-jobs-exporter.
@@ -381,12 +466,15 @@ HEADER = """\
 #
 # Queue expressions take `max by (namespace, job, queue)` across exporter instances:
 # several exporters watching one broker report the same numbers (de-duplication).
+# The last group holds recording rules (celery:queue_utilisation:ratio).
 """
 
 
 def _params(alert: dict[str, str]) -> dict[str, Any]:
     settings = SETTINGS[alert["alert"]]
-    params: dict[str, Any] = {"job_regex": EXPORTER_JOB_REGEX, "queue_key": QUEUE_KEY}
+    params: dict[str, Any] = {
+        "job_regex": EXPORTER_JOB_REGEX, "queue_key": QUEUE_KEY, "failure_key": FAILURE_KEY,
+    }
     params.update(settings)
     if "threshold" in settings and isinstance(settings["threshold"], float):
         params["threshold_pct"] = f"{settings['threshold'] * 100:g}"
@@ -437,11 +525,20 @@ def rule(alert: dict[str, str]) -> dict[str, Any]:
     }
 
 
+def record(entry: dict[str, str]) -> dict[str, Any]:
+    """One recording rule as Prometheus reads it."""
+    params = {"queue_key": QUEUE_KEY, "failure_key": FAILURE_KEY}
+    return {"record": entry["record"], "expr": entry["expr"] % params}
+
+
 def rule_groups() -> list[dict[str, Any]]:
-    """Every rule group, in file order."""
+    """Every rule group, in file order: the alerts, then the recording rules."""
     return [
         {"name": group, "rules": [rule(a) for a in ALERTS if a["group"] == group]}
         for group in GROUPS
+    ] + [
+        {"name": group, "rules": [record(r) for r in RECORDS if r["group"] == group]}
+        for group in RECORDING_GROUPS
     ]
 
 
@@ -508,6 +605,8 @@ def alert_table() -> str:
             f"| {alert['threshold'] % params} | {settings['for']} "
             f"| [runbook](../docs/runbook.md#{name.lower()}) |"
         )
+    lines += ["", "| Recording rule | Holds |", "|---|---|"]
+    lines += [f"| `{r['record']}` | {r['help']} |" for r in RECORDS]
     return "\n".join(lines) + "\n"
 
 

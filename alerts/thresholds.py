@@ -29,6 +29,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
     },
     "CeleryQueueNoConsumers": {"threshold": 0, "for": "5m", "severity": "critical"},
     "CeleryQueuePausedTooLong": {"lookback": "1d", "for": "30m", "severity": "warning"},
+    "CeleryQueueStuck": {"threshold": "10m", "for": "5m", "severity": "warning"},
     "CeleryQueueWaitTimeHigh": {
         "threshold": 300, "quantile": 0.95, "window": "10m", "for": "15m", "severity": "warning",
     },
@@ -42,6 +43,10 @@ SETTINGS: dict[str, dict[str, Any]] = {
         "threshold": "30m", "factor": 3, "lookback": "1d",
         "for": "0m", "severity": "warning",
     },
+    "CeleryNewExceptionType": {
+        "window": "10m", "lookback": "1h", "for": "0m", "severity": "warning",
+    },
     "CeleryTasksLost": {"threshold": 0, "window": "10m", "for": "0m", "severity": "warning"},
     "CeleryWorkerDown": {"for": "5m", "severity": "warning"},
+    "CeleryWorkersSaturated": {"threshold": 0.9, "for": "15m", "severity": "warning"},
 }

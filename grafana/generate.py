@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: `python grafana/generate.py`
     sys.path.insert(0, str(ROOT))
 
+from alerts.generate import duration_seconds  # noqa: E402
 from alerts.thresholds import SETTINGS  # noqa: E402
 
 DASHBOARDS_DIR = Path(__file__).resolve().parent / "dashboards"
@@ -43,6 +44,11 @@ FAILURE_RATIO_MIN_JOBS = ALERTS["CeleryTaskFailureRatioHigh"]["min_jobs"]
 FAILURE_RATIO_WINDOW = ALERTS["CeleryTaskFailureRatioHigh"]["window"]
 WAIT_HIGH = ALERTS["CeleryQueueWaitTimeHigh"]["threshold"]
 STALE_AFTER = ALERTS["CeleryExporterSnapshotStale"]["threshold"]
+STUCK_AFTER = ALERTS["CeleryQueueStuck"]["threshold"]
+STUCK_FOR = ALERTS["CeleryQueueStuck"]["for"]
+SATURATED = ALERTS["CeleryWorkersSaturated"]["threshold"]
+SATURATED_FOR = ALERTS["CeleryWorkersSaturated"]["for"]
+NEW_EXCEPTION_LOOKBACK = ALERTS["CeleryNewExceptionType"]["lookback"]
 FAILURE_RATIO_STEPS: list[tuple[str, float | None]] = [
     ("green", None), ("orange", FAILURE_RATIO_HIGH / 5), ("red", FAILURE_RATIO_HIGH),
 ]
@@ -93,9 +99,10 @@ UP_MAPPINGS = [
     }
 ]
 JOBS_API_NOTE = (
-    "Task metrics carry no exception label (unbounded cardinality): the exception "
-    "(`failedReason`) and traceback (`stacktrace`) of each failed job are in the exporter's "
-    "Jobs API, `GET /v1/jobs/queues/{queue}?status=failed`."
+    "Failures are counted by exception class in celery_task_failures_total (Top failing "
+    "exceptions); the exception message (`failedReason`) and traceback (`stacktrace`) of "
+    "each failed job are in the exporter's Jobs API, "
+    "`GET /v1/jobs/queues/{queue}?status=failed`."
 )
 
 
@@ -159,6 +166,32 @@ def wait_quantile(q: float, queue: str) -> str:
     """A quantile of celery_task_queue_wait_seconds by queue."""
     rate = f"rate(celery_task_queue_wait_seconds_bucket{sel(queue)}{RATE})"
     return f"histogram_quantile({q}, max by (queue, le) ({rate}))"
+
+
+def utilisation(queue: str) -> str:
+    """Active jobs / capacity per queue, de-duplicated; no sample where the capacity is 0."""
+    return (
+        f"{jobs(queue, 'active', by='queue')}\n/ on (queue)\n"
+        f"(max by (queue) (celery_queue_capacity{sel(queue)}) > 0)"
+    )
+
+
+def failures_by_exception(queue: str, window: str = "[$__range]") -> str:
+    """Failures per (queue, task, exception) over `window`, the top 10, zeros dropped.
+
+    A failure series starts at 1 (its first failure), which increase() cannot see: a series
+    absent `window` ago counts its whole value instead."""
+    series = f"celery_task_failures_total{sel(queue)}"
+    key = "queue, task, exception"
+    offset = window.strip("[]")
+    return (
+        "topk(10,\n"
+        f"  max by ({key}) ({series})\n"
+        f"    unless max by ({key}) ({series} offset {offset})\n"
+        "  or\n"
+        f"  max by ({key}) (increase({series}{window}))\n"
+        ") > 0"
+    )
 
 
 # --------------------------------------------------------------------------- panels
@@ -627,6 +660,72 @@ def _queue_status_rows(layout: Layout, queue: str, scope: str) -> None:
     ), 12, 8)
 
 
+def _saturation_panels(layout: Layout, queue: str, scope: str) -> None:
+    layout.row("Saturation")
+    layout.add(timeseries(
+        "Oldest job age",
+        f"How long the job workers take next from each queue has waited, for {scope} "
+        "(celery_queue_oldest_job_age_seconds): under waiting while the queue has consumers, "
+        "under paused while it has none; 0 when empty. The dashed line is the "
+        f"CeleryQueueStuck threshold: it fires when the waiting age stays above {STUCK_AFTER} "
+        f"for {STUCK_FOR} on a queue with consumers (a paused age is CeleryQueueNoConsumers' "
+        "case). Where celery_queue_oldest_job_age_lower_bound is 1 (no task-sent events) the "
+        "age counts from when the exporter first saw the job: the job is at least that old.",
+        [target(
+            "max by (queue, status) (celery_queue_oldest_job_age_seconds"
+            f"{sel(queue, matches('status', 'waiting|paused'))})",
+            "{{queue}} {{status}}",
+        )],
+        SECONDS, thresholds=[("green", None), ("red", duration_seconds(STUCK_AFTER))],
+    ), 12, 8)
+    layout.add(timeseries(
+        "Worker utilisation",
+        f"Active jobs / capacity per queue, for {scope}: the share of the worker slots "
+        "consuming the queue that run its jobs (celery_queue_jobs{status=\"active\"} / "
+        "celery_queue_capacity; the recording rule celery:queue_utilisation:ratio). "
+        "Capacity (right axis) is the sum of the concurrency of its live consumers; no "
+        "utilisation while it is 0. The dashed line is the CeleryWorkersSaturated "
+        f"threshold ({SATURATED:.0%} for {SATURATED_FOR}).",
+        [
+            target(utilisation(queue), "{{queue}} utilisation"),
+            target(f"max by (queue) (celery_queue_capacity{sel(queue)})", "{{queue}} capacity"),
+        ],
+        RATIO, thresholds=[("green", None), ("red", SATURATED)],
+        overrides=[{
+            "matcher": {"id": "byRegexp", "options": ".* capacity"},
+            "properties": [
+                {"id": "unit", "value": COUNT},
+                {"id": "custom.axisPlacement", "value": "right"},
+                {"id": "custom.lineStyle", "value": {"fill": "dash", "dash": [10, 10]}},
+            ],
+        }],
+    ), 12, 8)
+
+
+def exceptions_table(queue: str, scope: str) -> dict[str, Any]:
+    """The top failing (queue, task, exception) triples over the time range."""
+    return table(
+        "Top failing exceptions",
+        f"Failed executions of {scope} over the dashboard's time range by queue, task and "
+        "exception class (celery_task_failures_total), most first, the top 10; none listed "
+        "when nothing failed. A class that a task had not failed with "
+        f"{NEW_EXCEPTION_LOOKBACK} earlier fires CeleryNewExceptionType. Classes past "
+        "--max-exception-types are counted as other. The message and traceback of each "
+        "failed job are in the Jobs API, `GET /v1/jobs/queues/{queue}?status=failed`.",
+        [target(failures_by_exception(queue), instant=True, table=True)],
+        COUNT,
+        transformations=[{
+            "id": "organize",
+            "options": {
+                "excludeByName": {"Time": True},
+                "indexByName": {"queue": 0, "task": 1, "exception": 2, "Value": 3},
+                "renameByName": {"Value": "failures"},
+            },
+        }],
+        sort_by="failures",
+    )
+
+
 def _latency_panels(layout: Layout, queue: str, scope: str) -> None:
     layout.add(timeseries(
         "Queue wait p50 / p95 / p99",
@@ -712,6 +811,7 @@ def overview() -> dict[str, Any]:
     ), 4, 4)
 
     _queue_status_rows(layout, queue, "the selected queues")
+    _saturation_panels(layout, queue, "the selected queues")
 
     layout.row("Throughput and failures")
     layout.add(timeseries(
@@ -760,6 +860,7 @@ def overview() -> dict[str, Any]:
         ],
         JOBS_PER_SECOND,
     ), 8, 8)
+    layout.add(exceptions_table(queue, "the selected queues"), 24, 8)
 
     layout.row("Latency")
     _latency_panels(layout, queue, "each selected queue")
@@ -959,6 +1060,7 @@ def queue_drill_down() -> dict[str, Any]:
     ), 4, 4)
 
     _queue_status_rows(layout, queue, "queue $queue")
+    _saturation_panels(layout, queue, "queue $queue")
 
     layout.row("Throughput and failures")
     layout.add(timeseries(
@@ -1024,6 +1126,7 @@ def queue_drill_down() -> dict[str, Any]:
         ],
         sort_by="failed + lost",
     ), 24, 8)
+    layout.add(exceptions_table(queue, "queue $queue"), 24, 8)
 
     layout.row("Latency")
     _latency_panels(layout, queue, "queue $queue")

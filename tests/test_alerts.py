@@ -38,7 +38,12 @@ REQUIRED = {
     "CeleryTaskActiveTooLong",
     "CeleryTasksLost",
     "CeleryWorkerDown",
+    "CeleryQueueStuck",
+    "CeleryWorkersSaturated",
+    "CeleryNewExceptionType",
 }
+#: The recording rules shipped next to the alerts.
+RECORDS = {"celery:queue_utilisation:ratio"}
 
 
 def promtool() -> str:
@@ -48,10 +53,20 @@ def promtool() -> str:
     return path
 
 
-def rules() -> list[dict[str, Any]]:
-    """Every alerting rule of the shipped file."""
+def all_rules() -> list[dict[str, Any]]:
+    """Every rule of the shipped file, alerting and recording."""
     data = yaml.safe_load(RULES.read_text())
     return [rule for group in data["groups"] for rule in group["rules"]]
+
+
+def rules() -> list[dict[str, Any]]:
+    """Every alerting rule of the shipped file."""
+    return [rule for rule in all_rules() if "alert" in rule]
+
+
+def records() -> list[dict[str, Any]]:
+    """Every recording rule of the shipped file."""
+    return [rule for rule in all_rules() if "record" in rule]
 
 
 def run(*argv: str) -> subprocess.CompletedProcess[str]:
@@ -63,7 +78,7 @@ def test_promtool_check_rules() -> None:
     """`promtool check rules` accepts the rule file."""
     result = run(promtool(), "check", "rules", str(RULES))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert f"SUCCESS: {len(rules())} rules found" in result.stdout
+    assert f"SUCCESS: {len(all_rules())} rules found" in result.stdout
 
 
 def test_promtool_unit_tests_pass() -> None:
@@ -177,3 +192,41 @@ def test_prometheus_rule_wraps_the_same_groups() -> None:
     assert resource["apiVersion"] == "monitoring.coreos.com/v1"
     assert resource["kind"] == "PrometheusRule"
     assert resource["spec"]["groups"] == yaml.safe_load(RULES.read_text())["groups"]
+
+
+def test_recording_rules_are_shipped_named_and_unit_tested() -> None:
+    """The recording rules follow level:metric:operations, sit in their own group after
+    the alerts, de-duplicate by queue and have a promtool promql_expr_test."""
+    data = yaml.safe_load(RULES.read_text())
+    names = {r["record"] for r in records()}
+    assert names == RECORDS
+    last = data["groups"][-1]
+    assert all("record" in r for r in last["rules"]), "recording rules come last"
+    for rule in records():
+        assert re.fullmatch(r"[a-z_]+:[a-z_]+:[a-z_]+", rule["record"])
+        assert "by (namespace, job, queue)" in rule["expr"]
+    tested = {
+        check["expr"]
+        for path in RULE_TESTS
+        for case in yaml.safe_load(path.read_text())["tests"]
+        for check in case.get("promql_expr_test", [])
+    }
+    assert tested >= RECORDS
+
+
+def test_new_alerts_keep_queue_grouping_and_guards() -> None:
+    """CeleryQueueStuck needs consumers, CeleryWorkersSaturated a capacity above 0, and
+    CeleryNewExceptionType compares with an hour ago; all group by (namespace, job, queue)."""
+    by_name = {r["alert"]: r["expr"] for r in rules()}
+    stuck = by_name["CeleryQueueStuck"]
+    assert 'celery_queue_oldest_job_age_seconds{status="waiting"}' in stuck
+    assert "max by (namespace, job, queue) (celery_queue_consumers) > 0" in stuck
+    saturated = by_name["CeleryWorkersSaturated"]
+    assert "(max by (namespace, job, queue) (celery_queue_capacity) > 0)" in saturated
+    assert saturated.endswith(">= 0.9")
+    new = by_name["CeleryNewExceptionType"]
+    assert "by (namespace, job, queue, task, exception)" in new
+    assert "increase(celery_task_failures_total[" in new
+    assert "celery_task_failures_total offset 1h) > 0" in new
+    (recorded,) = records()
+    assert saturated.startswith(recorded["expr"])

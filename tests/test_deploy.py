@@ -140,7 +140,7 @@ def exporter_job_regex() -> str:
     """The job regex the alert rules use for the exporter's `up`."""
     rules = yaml.safe_load(RULES.read_text())
     expr = next(r["expr"] for g in rules["groups"] for r in g["rules"]
-                if r["alert"] == "CeleryExporterDown")
+                if r.get("alert") == "CeleryExporterDown")
     match = re.search(r'job=~"([^"]+)"', expr)
     assert match
     return match.group(1)
@@ -326,7 +326,8 @@ def test_compose_alertmanager_config_passes_amtool() -> None:
     path = COMPOSE_DIR / "alertmanager.yml"
     result = run(amtool, "check-config", str(path))
     assert result.returncode == 0, result.stdout + result.stderr
-    names = {r["alert"] for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"]}
+    names = {r["alert"] for g in yaml.safe_load(RULES.read_text())["groups"]
+             for r in g["rules"] if "alert" in r}
     for rule in yaml.safe_load(path.read_text())["inhibit_rules"]:
         for matcher in rule["source_matchers"] + rule["target_matchers"]:
             value = re.fullmatch(r'alertname=~?"([^"]+)"', matcher)
@@ -406,3 +407,35 @@ def test_kubernetes_selectors_line_up() -> None:
     regex = exporter_job_regex()
     assert re.fullmatch(regex, service["metadata"]["name"])  # ServiceMonitor: Service name
     assert re.fullmatch(regex, "monitoring/" + pod_monitor["metadata"]["name"])  # PodMonitor
+
+
+def test_keda_scaledobject_scales_the_worker_on_oldest_job_age() -> None:
+    """The KEDA example parses, targets the worker Deployment, queries the oldest-job age
+    of a queue that Deployment consumes (max() across sidecars), and stays out of the
+    kustomization (it needs the KEDA CRDs)."""
+    scaled = k8s("ScaledObject")
+    assert scaled["apiVersion"] == "keda.sh/v1alpha1"
+    spec = scaled["spec"]
+    deployment = k8s("Deployment")
+    assert spec["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
+    assert spec["minReplicaCount"] >= 1, "the sidecar lives in the worker pods"
+    assert spec["maxReplicaCount"] > spec["minReplicaCount"]
+    (trigger,) = spec["triggers"]
+    assert trigger["type"] == "prometheus"
+    metadata = trigger["metadata"]
+    assert metadata["serverAddress"].startswith("http")
+    query = metadata["query"]
+    assert query.startswith("max(celery_queue_oldest_job_age_seconds{")
+    assert 'status="waiting"' in query
+    queue = re.search(r'queue="([^"]+)"', query)
+    assert queue
+    worker = next(c for c in pod_template()["spec"]["containers"] if c["name"] == "worker")
+    consumed = worker["args"][worker["args"].index("-Q") + 1].split(",")
+    assert queue.group(1) in consumed
+    job = re.search(r'job="([^"]+)"', query)
+    assert job and re.fullmatch(exporter_job_regex(), job.group(1))
+    assert float(metadata["threshold"]) > 0
+    assert metadata["ignoreNullValues"] == "false"
+    assert spec["fallback"]["replicas"] >= spec["minReplicaCount"]
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    assert "keda-scaledobject.yaml" not in kustomization["resources"]

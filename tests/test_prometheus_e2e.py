@@ -2,8 +2,8 @@
 
 One stack per module (started once, stopped by PID at teardown):
 
-- a private ``redis-server``, a real Celery worker consuming ``work`` and another, with
-  a single slot, consuming ``backlog``;
+- a private ``redis-server``, a real Celery worker consuming ``work`` and ``default``
+  and another, with a single slot, consuming ``backlog``;
 - jobs in every status: ``add`` (completed), ``fail``/``flaky_fail`` (failed, retried),
   a long ``sleep`` (active), a countdown (delayed), jobs queued behind a ``sleep`` on
   ``backlog`` (waiting), jobs on ``unconsumed`` (paused);
@@ -13,8 +13,9 @@ One stack per module (started once, stopped by PID at teardown):
 - ``prometheus-alertmanager`` (clustering off), routing to a webhook served by this test.
 
 Then every PromQL expression of every dashboard panel must parse and return a series,
-every alert expression must evaluate, and a burst of failing jobs must fire the failure
-alerts and reach the webhook with the queue label and runbook_url intact.
+every alert and recording rule expression must evaluate, the KEDA ScaledObject's query
+must return a sample, and a burst of failing jobs must fire the failure alerts and reach
+the webhook with the queue label and runbook_url intact.
 """
 
 from __future__ import annotations
@@ -49,10 +50,13 @@ from testkit.wait import wait_until
 REPO = Path(__file__).resolve().parents[1]
 RULES = REPO / "alerts" / "celery-exporter.rules.yml"
 DASHBOARDS = sorted((REPO / "grafana" / "dashboards").glob("*.json"))
+KEDA = REPO / "deploy" / "kubernetes" / "keda-scaledobject.yaml"
 JOB = "celery-jobs-exporter"
 WORK_QUEUE = "work"
 BACKLOG_QUEUE = "backlog"
 UNCONSUMED_QUEUE = "unconsumed"
+#: The queue the KEDA example scales on (consumed by the `work` worker).
+DEFAULT_QUEUE = "default"
 FAILURE_ALERTS = ("CeleryTaskFailureRateHigh", "CeleryTaskFailureRatioHigh")
 FAILURE_BURST = 60
 
@@ -181,8 +185,15 @@ def http_ok(url: str) -> bool:
         return False
 
 
+def rule_name(rule: dict[str, Any]) -> str:
+    """An alerting rule's alert or a recording rule's record."""
+    name: str = rule.get("alert") or rule["record"]
+    return name
+
+
 def fast_rules(path: Path) -> list[tuple[str, str]]:
-    """Copy the shipped rules to `path` with every `for:` at 0s; return (alert, expr) pairs."""
+    """Copy the shipped rules to `path` with every `for:` at 0s; return (name, expr) pairs
+    of every rule, alerting and recording."""
     data = yaml.safe_load(RULES.read_text())
     fast = copy.deepcopy(data)
     for group in fast["groups"]:
@@ -191,8 +202,8 @@ def fast_rules(path: Path) -> list[tuple[str, str]]:
             if "for" in rule:
                 rule["for"] = "0s"
     path.write_text(yaml.safe_dump(fast, sort_keys=False))
-    shipped = [(r["alert"], r["expr"]) for g in data["groups"] for r in g["rules"]]
-    copied = [(r["alert"], r["expr"]) for g in fast["groups"] for r in g["rules"]]
+    shipped = [(rule_name(r), r["expr"]) for g in data["groups"] for r in g["rules"]]
+    copied = [(rule_name(r), r["expr"]) for g in fast["groups"] for r in g["rules"]]
     assert copied == shipped, "the test must load the shipped expressions unchanged"
     return shipped
 
@@ -271,7 +282,8 @@ def stack() -> Iterator[Stack]:
         processes.append(alertmanager)
 
         # The Celery workers (started together) and the sidecar.
-        workers.append(CeleryWorker(redis.url, queues=[WORK_QUEUE], concurrency=2))
+        workers.append(CeleryWorker(redis.url, queues=[WORK_QUEUE, DEFAULT_QUEUE],
+                                    concurrency=2))
         workers.append(CeleryWorker(redis.url, queues=[BACKLOG_QUEUE], concurrency=1))
         for worker in workers:
             worker.wait_ready(60)
@@ -286,6 +298,7 @@ def stack() -> Iterator[Stack]:
             "--queue", WORK_QUEUE,
             "--queue", BACKLOG_QUEUE,
             "--queue", UNCONSUMED_QUEUE,
+            "--queue", DEFAULT_QUEUE,
         ], workdir).start()
         processes.append(exporter)
 
@@ -358,6 +371,15 @@ def stack() -> Iterator[Stack]:
             f'celery_tasks_total{{queue="{WORK_QUEUE}", outcome="failed"}}',
             f'celery_task_runtime_seconds_count{{queue="{WORK_QUEUE}"}}',
             f'celery_task_queue_wait_seconds_count{{queue="{WORK_QUEUE}"}}',
+            # The saturation panels and the exceptions table.
+            f'celery_queue_capacity{{queue="{WORK_QUEUE}"}} >= 2',
+            f'celery_queue_capacity{{queue="{BACKLOG_QUEUE}"}} >= 1',
+            f'celery_queue_oldest_job_age_seconds{{queue="{BACKLOG_QUEUE}", status="waiting"}}'
+            " > 0",
+            f'celery_queue_oldest_job_age_seconds{{queue="{UNCONSUMED_QUEUE}", status="paused"}}'
+            " > 0",
+            f'celery_task_failures_total{{queue="{WORK_QUEUE}", task="tests.fail",'
+            ' exception="ValueError"}',
         ]
         # rate()/deriv() over the 15s the panels are queried with need a few samples.
         expected += [
@@ -453,7 +475,8 @@ def test_dashboard_variables_find_values(stack: Stack) -> None:
 
 
 def test_every_alert_expression_evaluates(stack: Stack) -> None:
-    """Each shipped alert expression is valid PromQL on real data, and rule health is ok."""
+    """Each shipped alert and recording expression is valid PromQL on real data, and rule
+    health is ok."""
     for _name, expr in stack.alerts:
         stack.query(expr)
 
@@ -516,7 +539,8 @@ def test_failing_jobs_alert_reaches_alertmanager_webhook(stack: Stack) -> None:
                       interval=0.5), (stack.webhook.alerts, stack.diagnostics())
     shipped = yaml.safe_load(RULES.read_text())
     runbooks = {
-        r["alert"]: r["annotations"]["runbook_url"] for g in shipped["groups"] for r in g["rules"]
+        r["alert"]: r["annotations"]["runbook_url"]
+        for g in shipped["groups"] for r in g["rules"] if "alert" in r
     }
     for name in FAILURE_ALERTS:
         alert = stack.webhook.find(name)[0]
@@ -528,3 +552,76 @@ def test_failing_jobs_alert_reaches_alertmanager_webhook(stack: Stack) -> None:
         assert alert["annotations"]["runbook_url"].endswith("#" + name.lower())
         assert WORK_QUEUE in alert["annotations"]["description"]
         assert alert["annotations"]["summary"]
+
+
+def panel_queries(title: str) -> list[tuple[str, str]]:
+    """(dashboard, expr) of every query of the panels with this title."""
+    return [(d, expr) for d, panel, expr in dashboard_targets() if panel == title]
+
+
+def test_saturation_and_exception_panels_return_the_real_numbers(stack: Stack) -> None:
+    """The new panels are on both dashboards and read what the stack really holds: the
+    paused age of the unconsumed queue and the waiting age of the backlog queue, the
+    single-slot backlog worker at 100 % with capacity 1, and tests.fail's ValueError."""
+    for title in ("Oldest job age", "Worker utilisation", "Top failing exceptions"):
+        assert {d for d, _ in panel_queries(title)} == {p.name for p in DASHBOARDS}, title
+    (age,) = {expr for d, expr in panel_queries("Oldest job age") if "overview" in d}
+    ages = {
+        (s["metric"]["queue"], s["metric"]["status"]): float(s["value"][1])
+        for s in stack.query(substitute(age, stack.instance).replace(
+            f'queue=~"{WORK_QUEUE}"', 'queue=~".*"'))
+    }
+    assert ages[(UNCONSUMED_QUEUE, "paused")] > 0 and ages[(UNCONSUMED_QUEUE, "waiting")] == 0
+    assert ages[(BACKLOG_QUEUE, "waiting")] > 0 and ages[(BACKLOG_QUEUE, "paused")] == 0
+
+    ratio, capacity = (
+        expr for d, expr in panel_queries("Worker utilisation") if "overview" in d
+    )
+    everything = [
+        {s["metric"]["queue"]: float(s["value"][1]) for s in stack.query(
+            substitute(expr, stack.instance).replace(f'queue=~"{WORK_QUEUE}"', 'queue=~".*"'))}
+        for expr in (ratio, capacity)
+    ]
+    utilisation, capacities = everything
+    assert capacities[BACKLOG_QUEUE] == 1 and capacities[WORK_QUEUE] == 2
+    assert capacities[UNCONSUMED_QUEUE] == 0
+    assert utilisation[BACKLOG_QUEUE] == 1.0  # its one slot runs a long sleep
+    assert 0 < utilisation[WORK_QUEUE] <= 1
+    assert UNCONSUMED_QUEUE not in utilisation  # no capacity: no ratio
+    recorded = {
+        s["metric"]["queue"]: float(s["value"][1])
+        for s in stack.query("celery:queue_utilisation:ratio")
+    }
+    assert recorded.get(BACKLOG_QUEUE) == 1.0, recorded
+
+    for _, expr in panel_queries("Top failing exceptions"):
+        rows = stack.query(substitute(expr, stack.instance))
+        triples = {(r["metric"]["task"], r["metric"]["exception"]) for r in rows}
+        assert ("tests.fail", "ValueError") in triples, rows
+        assert all(float(r["value"][1]) > 0 for r in rows)
+
+
+def keda_query() -> str:
+    """The query of the ScaledObject's Prometheus trigger, exactly as shipped."""
+    scaled = yaml.safe_load(KEDA.read_text())
+    (trigger,) = [t for t in scaled["spec"]["triggers"] if t["type"] == "prometheus"]
+    query: str = trigger["metadata"]["query"]
+    return query
+
+
+def test_keda_scaledobject_query_returns_a_sample(stack: Stack) -> None:
+    """The KEDA example's exact query, against Prometheus scraping a real sidecar whose
+    `default` queue has a live consumer, returns one sample: a plausible age in seconds."""
+    query = keda_query()
+    assert f'queue="{DEFAULT_QUEUE}"' in query and f'job="{JOB}"' in query
+
+    def sample() -> float | None:
+        result = stack.query(query)
+        assert len(result) <= 1, result
+        return float(result[0]["value"][1]) if result else None
+
+    assert wait_until(lambda: sample() is not None, timeout=30, interval=0.5), (
+        stack.diagnostics()
+    )
+    value = sample()
+    assert value is not None and 0 <= value < 3600

@@ -245,3 +245,64 @@ def test_provisioning_files() -> None:
     (provider,) = providers["providers"]
     assert provider["type"] == "file"
     assert provider["options"]["path"].startswith("/")
+
+
+@pytest.mark.parametrize("name", sorted(UIDS))
+def test_saturation_panels(name: str) -> None:
+    """Oldest job age (waiting and paused) with the CeleryQueueStuck threshold, and
+    utilisation per queue (active / capacity > 0) with the capacity on its own axis and the
+    CeleryWorkersSaturated threshold, both de-duplicated by queue."""
+    from alerts.generate import duration_seconds
+    from alerts.thresholds import SETTINGS
+
+    titles = {p["title"]: p for p in panels(name)}
+    age = titles["Oldest job age"]
+    (age_target,) = age["targets"]
+    assert age_target["expr"].startswith(
+        "max by (queue, status) (celery_queue_oldest_job_age_seconds{"
+    )
+    assert 'status=~"waiting|paused"' in age_target["expr"]
+    assert age_target["legendFormat"] == "{{queue}} {{status}}"
+    assert age["fieldConfig"]["defaults"]["unit"] == "s"
+    steps = age["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    assert steps[-1]["value"] == duration_seconds(SETTINGS["CeleryQueueStuck"]["threshold"])
+    assert "CeleryQueueStuck" in age["description"]
+    assert "lower_bound" in age["description"]
+
+    utilisation = titles["Worker utilisation"]
+    ratio, capacity = (t["expr"] for t in utilisation["targets"])
+    numerator, denominator = ratio.split("\n/ on (queue)\n")
+    assert numerator.startswith("max by (queue) (celery_queue_jobs{")
+    assert 'status="active"' in numerator
+    assert denominator.startswith("(max by (queue) (celery_queue_capacity{")
+    assert denominator.endswith(") > 0)")
+    assert capacity.startswith("max by (queue) (celery_queue_capacity{")
+    assert utilisation["fieldConfig"]["defaults"]["unit"] == "percentunit"
+    steps = utilisation["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    assert steps[-1]["value"] == SETTINGS["CeleryWorkersSaturated"]["threshold"]
+    (override,) = utilisation["fieldConfig"]["overrides"]
+    assert override["matcher"]["options"] == ".* capacity"
+    props = {p["id"]: p["value"] for p in override["properties"]}
+    assert props["unit"] == "short" and props["custom.axisPlacement"] == "right"
+    assert "CeleryWorkersSaturated" in utilisation["description"]
+
+
+@pytest.mark.parametrize("name", sorted(UIDS))
+def test_top_failing_exceptions_table(name: str) -> None:
+    """Top 10 (queue, task, exception) by failures over the time range, zero rows filtered,
+    a series' first failure counted (it appears at 1, which increase() misses)."""
+    titles = {p["title"]: p for p in panels(name)}
+    top = titles["Top failing exceptions"]
+    assert top["type"] == "table"
+    (query,) = top["targets"]
+    assert query["instant"] is True and query["format"] == "table"
+    expr = query["expr"]
+    assert expr.startswith("topk(10,") and expr.endswith(") > 0")
+    assert "max by (queue, task, exception) (increase(celery_task_failures_total{" in expr
+    assert "[$__range]" in expr and "offset $__range" in expr
+    assert expr.count("unless") == 1 and expr.count("\n  or\n") == 1
+    rename = top["transformations"][0]["options"]["renameByName"]
+    assert rename == {"Value": "failures"}
+    assert top["options"]["sortBy"] == [{"displayName": "failures", "desc": True}]
+    assert "CeleryNewExceptionType" in top["description"]
+    assert "Jobs API" in top["description"]
