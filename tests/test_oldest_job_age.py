@@ -94,3 +94,22 @@ def test_the_head_is_the_job_a_worker_takes_next(
         assert wait_until(both_ran, timeout=30)
         log = worker.log()
         assert log.index(f"[{new.id}] succeeded") < log.index(f"[{old.id}] succeeded")
+
+
+def test_the_oldest_active_age_is_how_long_the_running_job_has_run(
+    redis_server: RedisServer, sidecar: Sidecar
+) -> None:
+    with CeleryWorker(redis_server.url, queues=["prio"], concurrency=2) as worker:
+        worker.wait_ready()
+        app = load_app(redis_server.url)
+        app.send_task("tests.sleep", args=(WAITED + 4,), queue="prio")
+        samples = sidecar.wait_for(
+            lambda s: value(s, "celery_queue_jobs", queue="prio", status="active") == 1,
+            timeout=20,
+        )
+        started = time.time()
+        time.sleep(WAITED)
+        samples = sidecar.wait_refreshes()
+        running = value(samples, "celery_task_oldest_active_age_seconds", queue="prio")
+        assert WAITED - 0.5 <= running <= time.time() - started + 2.0, running
+        assert value(samples, "celery_task_oldest_active_age_seconds", queue="stuck") == 0

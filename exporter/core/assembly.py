@@ -150,10 +150,15 @@ def build_queue_states(
                 consumers[queue] = consumers.get(queue, 0) + 1
                 capacity[queue] = capacity.get(queue, 0) + (worker.concurrency or 0)
     by_queue: dict[str, dict[str, int]] = {}
+    running_since: dict[str, float] = {}
     for placement in placements:
         names.add(placement.queue)
         tally = by_queue.setdefault(placement.queue, {})
         tally[placement.status] = tally.get(placement.status, 0) + 1
+        if placement.status == "active" and placement.started_at is not None:
+            earliest = running_since.get(placement.queue)
+            if earliest is None or placement.started_at < earliest:
+                running_since[placement.queue] = placement.started_at
     if inputs.admission is not None:
         names = inputs.admission.admitted(names)  # past --max-queues: not reported
 
@@ -177,5 +182,8 @@ def build_queue_states(
             name, counts, consumers.get(name, 0), prefetched, capacity.get(name, 0),
             oldest_age=head.seconds if head else 0.0,
             oldest_age_lower_bound=head.lower_bound if head else False,
+            oldest_active_age=(
+                max(0.0, inputs.now - running_since[name]) if name in running_since else 0.0
+            ),
         )
     return states

@@ -29,6 +29,8 @@ class QueueState:
     oldest_age: float = 0.0
     #: Whether that age counts from when the sidecar first saw the job (publish unknown).
     oldest_age_lower_bound: bool = False
+    #: Seconds the longest-running active job of the queue has run (0: none running).
+    oldest_active_age: float = 0.0
 
 
 @dataclass(frozen=True)

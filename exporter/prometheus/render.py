@@ -114,8 +114,15 @@ class _SnapshotCollector:
             "the job is at least that old; 0 when it counts from its publish time.",
             labels=["queue"],
         )
+        oldest_active = GaugeMetricFamily(
+            "celery_task_oldest_active_age_seconds",
+            "Seconds the longest-running active job of the queue has run (0 when none "
+            "runs), from the workers' replies and task-started events." + POLL_NOTE,
+            labels=["queue"],
+        )
         for queue in queues:
             name = self._label(queue.name)
+            oldest_active.add_metric([name], queue.oldest_active_age)
             waiting_age = queue.oldest_age if queue.consumers else 0.0
             oldest.add_metric([name, "waiting"], waiting_age)
             oldest.add_metric([name, "paused"], 0.0 if queue.consumers else queue.oldest_age)
@@ -131,6 +138,7 @@ class _SnapshotCollector:
         yield capacity
         yield oldest
         yield lower_bound
+        yield oldest_active
 
     def _worker_metrics(self) -> Iterator[Family]:
         up = GaugeMetricFamily(

@@ -52,6 +52,7 @@ def sample_snapshot() -> Snapshot:
             prefetched=1,
             capacity=4,
             oldest_age=12.5,
+            oldest_active_age=95.25,
         ),
         long_queue: QueueState(
             long_queue,

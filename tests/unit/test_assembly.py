@@ -498,3 +498,18 @@ def test_a_worker_that_is_down_adds_no_capacity() -> None:
     _workers, _placements, queues = snapshot(made)
     assert queues["emails"].capacity == 0
     assert queues["emails"].consumers == 0
+
+
+def test_the_oldest_active_age_is_the_longest_running_job_per_queue() -> None:
+    made = inputs(
+        workers=workers_reading(
+            reply("celery@a", ("emails",), active=(
+                task("t1", "emails", started_at=NOW - 40),
+                task("t2", "emails", started_at=NOW - 5),
+            )),
+            reply("celery@b", ("reports",)),
+        ),
+    )
+    _workers, _placements, queues = snapshot(made)
+    assert queues["emails"].oldest_active_age == pytest.approx(40.0)
+    assert queues["reports"].oldest_active_age == 0.0
