@@ -9,6 +9,7 @@ dies while acting, the entry stays `pending`: never a false `ok`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable, Mapping
@@ -126,10 +127,14 @@ class JobActions:
             _accept("retry", located.status, RETRY_STATUSES)
             call, source = self._exact_call(task_id)
             self._guard_retry(task_id)
-        return self._audited(
-            actor, "retry", queue, task_id, {},
-            lambda: self._publish_again(queue, task_id, call, source),
-        )
+        try:
+            return self._audited(
+                actor, "retry", queue, task_id, {},
+                lambda: self._publish_again(queue, task_id, call, source),
+            )
+        except ActionRefused:
+            self._release_retry_guard(task_id)  # it did not run: the next retry may
+            raise
 
     def cancel(
         self, actor: Actor, queue: str, task_id: str, *, terminate: bool = False,
@@ -319,6 +324,10 @@ class JobActions:
                 "audit log before retrying it again",
             )
 
+    def _release_retry_guard(self, task_id: str) -> None:
+        with contextlib.suppress(redis.RedisError):  # else it expires by itself
+            self._client.delete(f"{self._prefix}guard:retry:{task_id}")
+
     def _publish_again(
         self, queue: str, task_id: str, call: ExactCall, source: str
     ) -> tuple[RetryDone, str]:
@@ -355,7 +364,8 @@ class JobActions:
             state = "active"  # revoked, but a running task only stops when terminated
         else:
             self._tracker.hide(task_id)
-        done = CancelDone(task_id, queue, located.status, state, removed)
+        job = self._tracker.lookup([task_id]).get(task_id)
+        done = CancelDone(task_id, queue, located.status, state, removed, job=job)
         detail = f"revoked ({located.status})" + (f", terminated with {signal}" if stops else "")
         return done, detail + (", removed from its list" if removed else "")
 
@@ -408,7 +418,10 @@ class JobActions:
             result, detail = run()
         except ActionRefused as refused:
             self._complete(entry, "failed", refused.message)
-            self.counts.add(action, "failed")
+            # Found gone or changed once recorded (a repeat, a worker took it): refused,
+            # not an action that broke.
+            moved = refused.reason in (NOT_FOUND, CONFLICT)
+            self.counts.add(action, "refused" if moved else "failed")
             raise
         except Exception as exc:
             self._complete(entry, "failed", f"{type(exc).__name__}: {exc}")

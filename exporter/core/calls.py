@@ -1,20 +1,21 @@
 """Exact calls (task name, args, kwargs) of jobs whose message the sidecar has read.
 
 A retry must run a task with the arguments it was first called with. Events carry
-only clipped reprs; a task message carries the real values. Each message the sidecar
-decodes anyway (an unacked entry, a Jobs API page, an action's lookup) leaves its
-call here, bounded by count and by size, newest kept.
+only clipped reprs; a task message carries the real values. Each JSON message the
+sidecar decodes anyway (an unacked entry, a Jobs API page, an action's lookup) leaves
+its body here, as published, bounded by count and by size, newest kept. The body is
+decoded again with the standard library's JSON, which keeps every value exactly
+(integers of any size, floats, lone surrogates), when a retry asks for it.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-
-import orjson
 
 from exporter.protocol.messages import TaskMessage
 
@@ -30,6 +31,14 @@ class ExactCall:
     name: str
     args: Sequence[Any]
     kwargs: Mapping[str, Any]
+
+
+def exact_json(data: bytes | str) -> Any:
+    """JSON decoded without loss (ValueError if it is not JSON)."""
+    try:
+        return json.loads(data)
+    except RecursionError as exc:
+        raise ValueError("nested too deep") from exc
 
 
 class CallBook:
@@ -49,15 +58,9 @@ class CallBook:
         self._lock = threading.Lock()
 
     def remember(self, message: TaskMessage) -> None:
-        """Keep the call of a decoded message whose body was read in full."""
-        if message.name is None or message.body_error is not None:
-            return
-        args, kwargs = message.args, message.kwargs
-        if not isinstance(args, list | tuple) or not isinstance(kwargs, dict):
-            return
-        try:
-            body = orjson.dumps([list(args), kwargs])
-        except TypeError:  # not JSON (a pickled body's objects): no exact copy to keep
+        """Keep the JSON body of a decoded protocol 2 message, as it was published."""
+        body = message.exact_body
+        if message.name is None or message.body_error is not None or body is None:
             return
         if len(body) > self._max_call_bytes:
             return
@@ -72,11 +75,17 @@ class CallBook:
                 self._bytes -= len(dropped)
 
     def get(self, task_id: str) -> ExactCall | None:
-        """The call of `task_id`, if a message of it was read."""
+        """The call of `task_id`, if a message of it was read (and reads as a call)."""
         with self._lock:
             kept = self._calls.get(task_id)
         if kept is None:
             return None
         name, body = kept
-        args, kwargs = orjson.loads(body)
-        return ExactCall(name, args, kwargs)
+        try:
+            decoded = exact_json(body)
+        except ValueError:
+            return None
+        if not (isinstance(decoded, list) and len(decoded) >= 2
+                and isinstance(decoded[0], list) and isinstance(decoded[1], dict)):
+            return None
+        return ExactCall(name, decoded[0], decoded[1])

@@ -6,6 +6,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from exporter.model.jobs import Job
+
 #: Every action, as named in the audit log and in celery_exporter_actions_total.
 ACTIONS = ("retry", "cancel", "remove", "pause", "resume", "retry-failed", "purge")
 #: How an action ended: carried out, failed while being carried out, or refused before.
@@ -55,6 +57,8 @@ class CancelDone:
     previous_status: str
     state: str
     removed_from_list: bool = False
+    #: What the events told about the job, if anything.
+    job: Job | None = None
 
 
 @dataclass(frozen=True)

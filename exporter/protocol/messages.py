@@ -10,7 +10,7 @@ message whose id is a list or whose priority is text is refused, not passed on.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
@@ -27,6 +27,7 @@ from exporter.protocol.limits import (
     valid_text,
 )
 from exporter.protocol.payloads import (
+    JSON_TYPES,
     PICKLE_TYPES,
     b64decode,
     decode_payload,
@@ -80,6 +81,10 @@ class TaskMessage:
     args: Any = None
     kwargs: Any = None
     body_error: str | None = None
+    #: The JSON body exactly as published (protocol 2): decoded again with the standard
+    #: library when exact values matter (a retry), since `args`/`kwargs` above are
+    #: bounded for display (big integers, lone surrogates).
+    exact_body: bytes | None = field(default=None, repr=False)
 
 
 def parse_eta(value: Any) -> float | None:
@@ -139,6 +144,13 @@ def _properties(envelope: Mapping[str, Any]) -> _Properties:
 
 def decode_body(envelope: Mapping[str, Any], limits: InputLimits = DEFAULT_LIMITS) -> Any:
     """Decode the body by its content type; pickle is refused, never loaded."""
+    return _decode_body(envelope, limits)[0]
+
+
+def _decode_body(
+    envelope: Mapping[str, Any], limits: InputLimits
+) -> tuple[Any, bytes | None]:
+    """The decoded body, and its serialized bytes when it is JSON (else None)."""
     content_type = envelope.get("content-type") or ""
     if not isinstance(content_type, str):
         raise MalformedMessage("content-type is not text")
@@ -151,13 +163,14 @@ def decode_body(envelope: Mapping[str, Any], limits: InputLimits = DEFAULT_LIMIT
         if props.body_encoding == "base64":
             data = b64decode(data)
     elif isinstance(body, dict | list):
-        return body
+        return body, None
     else:
         raise MalformedMessage("body is missing")
     compression = _headers(envelope).compression
     if compression:
         data = decompress(compression, data, limits)
-    return decode_payload(content_type, data, limits)
+    is_json = content_type in JSON_TYPES or not content_type
+    return decode_payload(content_type, data, limits), data if is_json else None
 
 
 def parse_task_message(
@@ -197,13 +210,15 @@ def _protocol2(
     args: Any = None
     kwargs: Any = None
     body_error: str | None = None
+    exact_body: bytes | None = None
     if with_body:
         try:
-            body = decode_body(envelope, limits)
+            body, exact_body = _decode_body(envelope, limits)
             if isinstance(body, list | tuple) and len(body) >= 2:
                 args, kwargs = body[0], body[1]
             else:
                 body_error = "body is not [args, kwargs, embed]"
+                exact_body = None
         except MalformedMessage as exc:
             body_error = str(exc)
     assert headers.id is not None and headers.task is not None
@@ -219,6 +234,7 @@ def _protocol2(
         args=args,
         kwargs=kwargs,
         body_error=body_error,
+        exact_body=exact_body,
     )
 
 

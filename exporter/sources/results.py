@@ -8,6 +8,7 @@ run the task with it.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +16,6 @@ import redis
 
 from exporter.protocol.errors import MalformedMessage
 from exporter.protocol.limits import InputLimits, check_size
-from exporter.protocol.payloads import load_json
 
 #: Celery's key for a task's result meta (the Redis backend's default prefix).
 META_PREFIX = "celery-task-meta-"
@@ -48,7 +48,10 @@ class ResultBackend:
             return None
         assert isinstance(raw, bytes)
         check_size(raw, self._limits, "result meta")
-        meta = load_json(raw, self._limits)
+        try:  # the standard library keeps every value exactly (big integers, surrogates)
+            meta = json.loads(raw)
+        except (ValueError, RecursionError) as exc:
+            raise MalformedMessage(f"result meta is not JSON: {exc}") from exc
         if not isinstance(meta, dict):
             raise MalformedMessage("result meta is not a JSON object")
         return stored_call(meta)

@@ -152,7 +152,7 @@ class CancelResource(Action):
             ),
         )
         placement = TaskPlacement(job_id, None, queue_name, done.previous_status)
-        job = jobformat.from_job(None, done.state, placement)
+        job = jobformat.from_job(done.job, done.state, placement)
         resp.status = falcon.HTTP_202
         resp.media = {"job": job, "previousState": done.previous_status}
 
