@@ -18,12 +18,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import falcon.inspect
 import httpx
 import jsonschema
 import pytest
 from openapi_spec_validator import OpenAPIV31SpecValidator, validate
 
-from exporter.web.app import OPENAPI_PATH
+from exporter.config.auth import KeyRing
+from exporter.model.snapshot import Snapshot
+from exporter.prometheus.render import RenderedMetrics
+from exporter.web.app import OPENAPI_PATH, create_app
 from testkit.celery_worker import CeleryWorker, load_app
 from testkit.exposition import parse_metrics, queue_counts
 from testkit.redis_server import RedisServer
@@ -210,6 +214,18 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 # -- the document ---------------------------------------------------------------------------------
 
 
+class NoSnapshot:
+    """A provider for an app that is only inspected, never asked."""
+
+    @property
+    def snapshot(self) -> Snapshot | None:
+        return None
+
+    @property
+    def rendered(self) -> RenderedMetrics | None:
+        return None
+
+
 def test_document_is_valid_openapi_3_1_and_is_what_the_sidecar_serves(world: World) -> None:
     assert DOCUMENT["openapi"].startswith("3.1")
     validate(DOCUMENT, cls=OpenAPIV31SpecValidator)
@@ -221,14 +237,62 @@ def test_document_is_valid_openapi_3_1_and_is_what_the_sidecar_serves(world: Wor
     # Every /v1 operation has its /api/v1 twin, documented the same way.
     for path, item in DOCUMENT["paths"].items():
         if path.startswith("/v1/"):
-            twin = DOCUMENT["paths"]["/api" + path]["get"]
-            ours = item["get"]
-            assert {k: v for k, v in twin.items() if k != "operationId"} == {
-                k: v for k, v in ours.items() if k != "operationId"
-            }
+            assert set(DOCUMENT["paths"]["/api" + path]) == set(item), path
+            for method, ours in item.items():
+                twin = DOCUMENT["paths"]["/api" + path][method]
+                assert {k: v for k, v in twin.items() if k != "operationId"} == {
+                    k: v for k, v in ours.items() if k != "operationId"
+                }
     # The documented error codes are those of the contract.
     queue_responses = DOCUMENT["paths"]["/v1/jobs/queues/{queueName}"]["get"]["responses"]
     assert set(queue_responses) == {"200", "400", "401", "403", "404", "503"}
+    for path, item in DOCUMENT["paths"].items():
+        for method, operation in item.items():
+            if method not in ("post", "delete"):
+                continue
+            # An action: a key (never open), JSON bodies only, every refusal documented.
+            assert operation["security"] == [{"apiKey": []}, {"bearer": []}], path
+            assert {"400", "401", "403", "404", "413", "415", "503"} <= set(
+                operation["responses"]
+            ), path
+            assert "manage:all" in operation["description"], path
+            if "requestBody" in operation:
+                assert set(operation["requestBody"]["content"]) == {"application/json"}, path
+            for status, answer in operation["responses"].items():
+                schema = answer["content"]["application/json"]["schema"]
+                if int(status) >= 400:
+                    assert schema == {"$ref": "#/components/schemas/Error"}, (path, status)
+                else:
+                    assert status in ("200", "202"), (path, status)
+
+
+def documented_operations() -> set[tuple[str, str]]:
+    return {
+        (method.upper(), path) for path, item in DOCUMENT["paths"].items() for method in item
+    }
+
+
+def served_operations() -> set[tuple[str, str]]:
+    """Every (method, path) `create_app` routes, with the document's parameter names."""
+    app = create_app(NoSnapshot(), stale_after=10.0, keys=KeyRing([]))
+    names = {"{queue_name}": "{queueName}", "{job_id}": "{jobId}"}
+    served = set()
+    for route in falcon.inspect.inspect_app(app).routes:
+        path = route.path
+        for falcon_name, name in names.items():
+            path = path.replace(falcon_name, name)
+        served |= {(m.method, path) for m in route.methods if not m.internal}
+    return served
+
+
+def test_every_documented_operation_is_served_and_every_action_is_documented() -> None:
+    served = served_operations()
+    documented = documented_operations()
+    assert documented - served == set()
+    undocumented_actions = {
+        (method, path) for method, path in served - documented if method not in ("GET", "HEAD")
+    }
+    assert undocumented_actions == set()
 
 
 # -- live answers of every route ------------------------------------------------------------------
@@ -321,6 +385,35 @@ def test_error_answers_conform(world: World, prefix: str) -> None:
                     template, 404)
 
 
+@pytest.mark.parametrize("prefix", PREFIXES)
+def test_audit_log_and_search_conform(world: World, prefix: str) -> None:
+    """The GET routes the job actions added: documented answers, `read:jobs` opens them."""
+    audit, search = f"{prefix}/jobs/audit", f"{prefix}/jobs/search"
+    for key in (KEY, HASHED_READER_KEY):
+        body = conforms(world.get(audit, key=key), audit, 200)
+        assert body["entries"] == [] and body["pagination"]["totalJobs"] == 0
+        body = conforms(world.get(search, key=key, params={"q": "TESTS.ADD"}), search, 200)
+        # `tests.add`: 2 completed, the delayed one, the 3 waiting ones, the 2 paused ones.
+        found = {job["id"]: job["state"] for job in body["jobs"]}
+        for status in ("delayed", "waiting"):
+            assert all(found.get(i) == status for i in world.ids[status]), (status, found)
+        assert all(found.get(i) == "paused" for i in world.held_ids), found
+        assert list(found.values()).count("completed") == 2, found
+        assert body["pagination"]["totalJobs"] == len(body["jobs"]) == 8, body["pagination"]
+        assert set(body["scanned"]["lists"]) == {"work", "held", "empty"}, body["scanned"]
+    body = conforms(world.get(search, params={"q": "src-1", "status": "completed"}), search, 200)
+    assert [job["state"] for job in body["jobs"]] == ["completed"]
+    assert body["jobs"][0]["ingestionSourceId"] == "src-1"
+    for params in ({}, {"q": ""}, {"q": "x" * 201}, {"q": "a", "status": "done"},
+                   {"q": "a", "limit": "0"}):
+        conforms(world.get(search, params=params), search, 400)
+    conforms(world.get(audit, params={"page": "0"}), audit, 400)
+    conforms(world.get(search, params={"q": "a", "queue": "nope"}), search, 404)
+    for path in (audit, search):
+        conforms(world.get(path, key=None, params={"q": "a"}), path, 401)
+        conforms(world.get(path, key=READER_KEY, params={"q": "a"}), path, 403)
+
+
 def test_unknown_routes_and_methods_answer_json(world: World) -> None:
     for path in ("/v2/jobs/queues", "/v1/jobs", "/v1/jobs/queues/work/extra", "/nothing"):
         response = world.get(path)
@@ -364,13 +457,14 @@ def test_keys_by_header_by_bearer_and_from_a_keys_file(world: World) -> None:
             (f"{prefix}/jobs/queues", queues_template(prefix)),
             (f"{prefix}/jobs/queues/work?status=completed", queue_template(prefix)),
         ):
-            for key in (KEY, ADMIN_KEY, HASHED_ADMIN_KEY):
+            # read:jobs opens the GET routes, as manage:all does; read:metrics does not.
+            for key in (KEY, ADMIN_KEY, HASHED_ADMIN_KEY, HASHED_READER_KEY):
                 conforms(world.get(path, key=key), template, 200)
                 conforms(
                     world.get(path, key=None, headers={"Authorization": f"Bearer {key}"}),
                     template, 200,
                 )
-            for key in (READER_KEY, HASHED_READER_KEY):
+            for key in (READER_KEY,):
                 conforms(world.get(path, key=key), template, 403)
                 conforms(
                     world.get(path, key=None, headers={"Authorization": f"Bearer {key}"}),
