@@ -53,6 +53,9 @@ EXPORTER_JOB_REGEX = ".*celery-jobs-exporter.*"
 #: The labels that identify one queue across exporter instances.
 QUEUE_KEY = "namespace, job, queue"
 
+#: How long the longest-running active job of each queue has run, de-duplicated.
+STUCK_AGE = "max by (%(queue_key)s) (celery_task_oldest_active_age_seconds)"
+
 #: The labels that identify one failure series (queue, task, exception class).
 FAILURE_KEY = "namespace, job, queue, task, exception"
 
@@ -329,30 +332,34 @@ max by (%(queue_key)s) (
     {
         "alert": "CeleryTaskActiveTooLong",
         "group": "celery-tasks",
-        "expr": """\
-max by (%(queue_key)s) (min_over_time(celery_queue_jobs{status="active"}[%(threshold)s])) > 0
-and on (%(queue_key)s)
-max by (%(queue_key)s) (celery_queue_jobs{status="active"} offset %(threshold)s) > 0
-unless on (%(queue_key)s)
-max by (%(queue_key)s) (
-  sum without (task, outcome) (increase(celery_tasks_total[%(threshold)s]))
-) > 0
-unless on (%(queue_key)s)
-histogram_quantile(0.99,
-  max by (%(queue_key)s, le) (
-    sum without (task) (rate(celery_task_runtime_seconds_bucket[%(lookback)s]))
-  )
-) * %(factor)s > %(threshold_seconds)s""",
+        # The limit is max(floor, factor x p95 runtime): `> floor` drops the NaN of a queue
+        # that finished nothing in the lookback (and a limit under the floor), and `or`
+        # puts the floor there.
+        "expr": STUCK_AGE + """
+> on (%(queue_key)s)
+(
+    (
+      %(factor)s * histogram_quantile(%(quantile)s,
+        max by (%(queue_key)s, le) (
+          sum without (task) (rate(celery_task_runtime_seconds_bucket[%(lookback)s]))
+        )
+      ) > %(threshold_seconds)s
+    )
+  or on (%(queue_key)s)
+    0 * """ + STUCK_AGE + """ + %(threshold_seconds)s
+)""",
         "summary": "A job of queue {{ $labels.queue }} has been running far longer than normal.",
         "description": (
-            "Queue {{ $labels.queue }} has had at least {{ $value }} active job(s) for the "
-            "last %(threshold)s and no job of it finished, retried or was revoked meanwhile, "
-            "while its p99 runtime over %(lookback)s is under 1/%(factor)s of that: a job is "
-            "probably stuck."
+            "The longest-running job of queue {{ $labels.queue }} has been running for "
+            "{{ $value | humanizeDuration }}, more than %(factor)s x the queue's "
+            "p%(quantile_pct)s runtime over %(lookback)s (at least %(threshold)s), for "
+            "%(for)s: it is probably stuck."
         ),
-        "when": "a queue has had active jobs for the whole window, none of its jobs ended in "
-        "it, and the window is more than `factor` times the queue's p99 runtime",
-        "threshold": "%(threshold)s, > %(factor)s x p99 runtime over %(lookback)s",
+        "when": "the oldest active job of a queue (celery_task_oldest_active_age_seconds) "
+        "runs longer than `factor` x the queue's `quantile` runtime over `lookback`, and at least "
+        "the floor",
+        "threshold": "> max(%(threshold)s, %(factor)s x p%(quantile_pct)s runtime over "
+        "%(lookback)s)",
     },
     {
         "alert": "CeleryTasksLost",

@@ -39,9 +39,11 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "CeleryTaskFailureRatioHigh": {
         "threshold": 0.05, "min_jobs": 20, "window": "15m", "for": "10m", "severity": "warning",
     },
+    # A job runs longer than max(threshold, factor x the queue's `quantile` runtime over
+    # `lookback`) (celery_task_oldest_active_age_seconds): `threshold` is the floor.
     "CeleryTaskActiveTooLong": {
-        "threshold": "30m", "factor": 3, "lookback": "1d",
-        "for": "0m", "severity": "warning",
+        "threshold": "5m", "factor": 3, "quantile": 0.95, "lookback": "1d",
+        "for": "10m", "severity": "warning",
     },
     "CeleryNewExceptionType": {
         "window": "10m", "lookback": "1h", "for": "0m", "severity": "warning",

@@ -4,7 +4,7 @@
     python grafana/generate.py --check   # exit 1 if a committed dashboard is out of date
 
 The dashboards are provisioning-ready: a stable `uid`, a `${datasource}` template
-variable (no `__inputs`), `job`/`instance`/`queue` variables, `$__rate_interval` in
+variable (no `__inputs`), `namespace`/`job`/`instance`/`queue` variables, `$__rate_interval` in
 every rate, and a unit and a description on every panel.
 
 Several exporters may watch one broker (one per worker pod in the Kubernetes sidecar
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: `python grafana/generate.py`
     sys.path.insert(0, str(ROOT))
 
-from alerts.generate import duration_seconds  # noqa: E402
+from alerts.generate import duration_seconds, runbook_url  # noqa: E402
 from alerts.thresholds import SETTINGS  # noqa: E402
 
 DASHBOARDS_DIR = Path(__file__).resolve().parent / "dashboards"
@@ -49,6 +50,20 @@ STUCK_FOR = ALERTS["CeleryQueueStuck"]["for"]
 SATURATED = ALERTS["CeleryWorkersSaturated"]["threshold"]
 SATURATED_FOR = ALERTS["CeleryWorkersSaturated"]["for"]
 NEW_EXCEPTION_LOOKBACK = ALERTS["CeleryNewExceptionType"]["lookback"]
+ACTIVE_TOO_LONG = ALERTS["CeleryTaskActiveTooLong"]
+#: The stuck-job limit per queue: max(floor, factor x the quantile runtime over lookback).
+ACTIVE_FLOOR = duration_seconds(ACTIVE_TOO_LONG["threshold"])
+ACTIVE_FACTOR = ACTIVE_TOO_LONG["factor"]
+ACTIVE_QUANTILE = ACTIVE_TOO_LONG["quantile"]
+ACTIVE_LOOKBACK = ACTIVE_TOO_LONG["lookback"]
+ACTIVE_RULE = (
+    f"CeleryTaskActiveTooLong fires when it stays above max({ACTIVE_TOO_LONG['threshold']}, "
+    f"{ACTIVE_FACTOR} x the queue's p{ACTIVE_QUANTILE * 100:g} runtime over {ACTIVE_LOOKBACK})"
+    f" for {ACTIVE_TOO_LONG['for']}."
+)
+BACKLOG_TREND_WINDOW = "15m"
+#: Fixed windows a query may use besides $__rate_interval/$__range (tests check the list).
+FIXED_WINDOWS = (BACKLOG_TREND_WINDOW, ACTIVE_LOOKBACK)
 FAILURE_RATIO_STEPS: list[tuple[str, float | None]] = [
     ("green", None), ("orange", FAILURE_RATIO_HIGH / 5), ("red", FAILURE_RATIO_HIGH),
 ]
@@ -64,8 +79,14 @@ LOST_NOTE = (
     "the broker; the Jobs API shows it failed with failedReason WorkerLost."
 )
 
+#: Firing alerts of the selected job, as annotations (ALERTS carries no instance label for
+#: queue alerts, which are de-duplicated across exporters).
+ALERTS_ANNOTATION = 'ALERTS{alertstate="firing", namespace=~"$namespace", job="$job"}'
+
 #: Selects the chosen exporter(s); every expression carries it.
-TARGET = 'job="$job", instance=~"$instance"'
+TARGET = 'namespace=~"$namespace", job="$job", instance=~"$instance"'
+#: The labels of one exporter target (what `up` is reported per).
+TARGET_KEY = "namespace, job, instance"
 RATE = "[$__rate_interval]"
 
 # Grafana unit ids (custom "suffix:" units where no built-in one says it better).
@@ -89,6 +110,21 @@ OUTCOME_COLORS = {
     "rejected": "purple",
 }
 
+#: "No data" in red: an instant stat without a sample means the exporter is not scraped.
+NO_DATA_MAPPING = {
+    "type": "special",
+    "options": {"match": "null+nan", "result": {"text": "No data", "color": "red", "index": 9}},
+}
+EXPORTER_MAPPINGS = [
+    {
+        "type": "value",
+        "options": {
+            "0": {"text": "DOWN", "color": "red", "index": 0},
+            "1": {"text": "BROKER DOWN", "color": "red", "index": 1},
+            "2": {"text": "OK", "color": "green", "index": 2},
+        },
+    }
+]
 UP_MAPPINGS = [
     {
         "type": "value",
@@ -143,11 +179,74 @@ def outcome_rate(queue: str, outcomes: str, by: str, fn: str = "rate", window: s
 
 
 def failure_ratio(queue: str, by: str) -> str:
-    """(failed + lost) / (succeeded + failed + lost): a lost execution failed too."""
+    """(failed + lost) / (succeeded + failed + lost): a lost execution failed too; no sample
+    (rather than NaN) where nothing finished."""
     return (
         f"{outcome_rate(queue, 'failed|lost', by)}\n/\n"
-        f"{outcome_rate(queue, 'succeeded|failed|lost', by)}"
+        f"({outcome_rate(queue, 'succeeded|failed|lost', by)} > 0)"
     )
+
+
+def scraped(expr: str) -> str:
+    """`expr` only while a selected exporter answers its scrapes (`up == 1`).
+
+    An instant stat then shows "No data" as soon as Prometheus fails a scrape, never a
+    last value; `or vector(0)` defaults stay behind this gate."""
+    return f"({expr})\nand on () (max(up{sel()}) == 1)"
+
+
+def up_only(series: str) -> str:
+    """A per-exporter series kept only for exporters whose last scrape succeeded."""
+    return f"({series} and on ({TARGET_KEY}) (up{sel()} == 1))"
+
+
+def top_over_range(expr: str, rank: str, key: str) -> str:
+    """`expr` (a range panel's series, zeros dropped) for the at most 10 `key`s ranked first
+    by `rank` at the end of the time range: the same 10 series over the whole range."""
+    return f"({expr}) > 0\nand on ({key})\ntopk(10, {rank} > 0)"
+
+
+def mean_runtime(queue: str, by: str) -> str:
+    """Mean runtime (sum / count) by `by`, de-duplicated; no sample while nothing finished."""
+    sum_, count = (
+        f"sum by ({by}) (max by (queue, task) "
+        f"(rate(celery_task_runtime_seconds_{part}{sel(queue)}{RATE})))"
+        for part in ("sum", "count")
+    )
+    return f"{sum_}\n/\n({count} > 0)"
+
+
+def active_limit(queue: str) -> str:
+    """CeleryTaskActiveTooLong's limit per queue: max(floor, factor x quantile runtime)."""
+    bucket = f"celery_task_runtime_seconds_bucket{sel(queue)}"
+    quantile = (
+        f"histogram_quantile({ACTIVE_QUANTILE}, sum by (queue, le) "
+        f"(max by (queue, task, le) (rate({bucket}[{ACTIVE_LOOKBACK}]))))"
+    )
+    return (
+        f"({ACTIVE_FACTOR} * {quantile} > {ACTIVE_FLOOR})\n"
+        f"or on (queue)\n0 * {active_age(queue)} + {ACTIVE_FLOOR}"
+    )
+
+
+def stuck_queues(queue: str) -> str:
+    """How many queues run a job past CeleryTaskActiveTooLong's limit or have a next job
+    waiting past CeleryQueueStuck's threshold with consumers (0 when none)."""
+    waiting_selector = sel(queue, 'status="waiting"')
+    waiting = (
+        "max by (queue) (celery_queue_oldest_job_age_seconds"
+        f"{waiting_selector}) > {duration_seconds(STUCK_AFTER)}\n"
+        f"  and on (queue) max by (queue) (celery_queue_consumers{sel(queue)}) > 0"
+    )
+    return (
+        f"count(\n  {active_age(queue)}\n  > on (queue) ({active_limit(queue)})\n"
+        f"  or on (queue)\n  {waiting}\n)\nor vector(0)"
+    )
+
+
+def active_age(queue: str) -> str:
+    """How long the longest-running job of each queue has run (0 when none)."""
+    return f"max by (queue) (celery_task_oldest_active_age_seconds{sel(queue)})"
 
 
 def lost_recovered_rate(queue: str, by: str) -> str:
@@ -159,13 +258,15 @@ def lost_recovered_rate(queue: str, by: str) -> str:
 def runtime_quantile(q: float, queue: str, by: str) -> str:
     """A quantile of celery_task_runtime_seconds by `by` (tasks summed after de-duplication)."""
     rate = f"rate(celery_task_runtime_seconds_bucket{sel(queue)}{RATE})"
-    return f"histogram_quantile({q}, sum by ({by}, le) (max by (queue, task, le) ({rate})))"
+    return (
+        f"histogram_quantile({q}, sum by ({by}, le) (max by (queue, task, le) ({rate}))) >= 0"
+    )
 
 
 def wait_quantile(q: float, queue: str) -> str:
     """A quantile of celery_task_queue_wait_seconds by queue."""
     rate = f"rate(celery_task_queue_wait_seconds_bucket{sel(queue)}{RATE})"
-    return f"histogram_quantile({q}, max by (queue, le) ({rate}))"
+    return f"histogram_quantile({q}, max by (queue, le) ({rate})) >= 0"
 
 
 def utilisation(queue: str) -> str:
@@ -323,25 +424,35 @@ def stat(
     thresholds: list[tuple[str, float | None]] | None = None,
     mappings: list[dict[str, Any]] | None = None,
     decimals: int | None = None,
-    graph: bool = True,
+    gate: bool = True,
 ) -> dict[str, Any]:
-    """A single-value panel showing the last value."""
+    """A single-value panel of instant queries: the value now, never a last value.
+
+    Each query is `scraped()` (no sample while the exporter is not scraped) unless `gate`
+    is False (a query on `up` itself); no sample shows "No data" in red."""
+    instant = [
+        {**t, "expr": scraped(t["expr"]) if gate else t["expr"], "range": False,
+         "instant": True}
+        for t in targets
+    ]
+    field_config = _field_config(
+        unit,
+        thresholds=thresholds or [("green", None)],
+        mappings=[*(mappings or []), NO_DATA_MAPPING],
+        decimals=decimals,
+    )
+    field_config["defaults"]["noValue"] = "No data"
     return {
         "type": "stat",
         "title": title,
         "description": description,
         "datasource": DATASOURCE,
-        "targets": _with_refs(targets),
-        "fieldConfig": _field_config(
-            unit,
-            thresholds=thresholds or [("green", None)],
-            mappings=mappings,
-            decimals=decimals,
-        ),
+        "targets": _with_refs(instant),
+        "fieldConfig": field_config,
         "options": {
-            "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+            "reduceOptions": {"calcs": ["last"], "fields": "", "values": False},
             "colorMode": "value",
-            "graphMode": "area" if graph else "none",
+            "graphMode": "none",
             "justifyMode": "auto",
             "orientation": "auto",
             "textMode": "auto",
@@ -404,6 +515,50 @@ def table(
     }
 
 
+def alert_list() -> dict[str, Any]:
+    """Grafana's alert list: the alerts firing or pending for the selected job."""
+    return {
+        "type": "alertlist",
+        "title": "Firing alerts",
+        "description": "Alerts firing or pending for the selected job (the Prometheus rules "
+        "of alerts/celery-exporter.rules.yml as Grafana sees them), most recent first. The "
+        "same firing alerts are annotations (red) on every time series panel; each alert's "
+        "runbook_url opens its section of docs/runbook.md.",
+        "datasource": DATASOURCE,
+        "fieldConfig": {"defaults": {}, "overrides": []},
+        "options": {
+            "viewMode": "list",
+            "groupMode": "default",
+            "groupBy": [],
+            "maxItems": 20,
+            "sortOrder": 1,
+            "dashboardAlerts": False,
+            "alertName": "",
+            "alertInstanceLabelFilter": '{job="$job"}',
+            "folder": "",
+            "showInstances": True,
+            "stateFilter": {
+                "firing": True, "pending": True, "noData": False, "normal": False,
+                "error": True,
+            },
+        },
+    }
+
+
+def with_runbook_links(panel: dict[str, Any]) -> dict[str, Any]:
+    """`panel` with a link to the runbook section of every alert its description names."""
+    named = [
+        name for name in sorted(SETTINGS)
+        if re.search(rf"\b{name}\b", panel.get("description", ""))
+    ]
+    if named:
+        panel["links"] = [
+            {"title": f"Runbook: {name}", "url": runbook_url(name), "targetBlank": True}
+            for name in named
+        ]
+    return panel
+
+
 @dataclass
 class Layout:
     """Places panels left to right on Grafana's 24-column grid, rows full width."""
@@ -443,7 +598,7 @@ class Layout:
         """The panels with ids 1..n, keys in a stable order."""
         result = []
         for number, panel in enumerate(self.panels, start=1):
-            result.append({"id": number, **panel})
+            result.append({"id": number, **with_runbook_links(panel)})
         return result
 
 
@@ -451,7 +606,7 @@ class Layout:
 
 
 def variables(*, multi_queue: bool) -> list[dict[str, Any]]:
-    """datasource, job, instance and queue template variables."""
+    """datasource, namespace, job, instance and queue template variables."""
 
     def query_var(
         name: str, label: str, query: str, *, multi: bool, description: str
@@ -475,6 +630,7 @@ def variables(*, multi_queue: bool) -> list[dict[str, Any]]:
         }
         if multi:
             variable["allValue"] = ".*"
+            variable["current"] = {"selected": True, "text": ["All"], "value": ["$__all"]}
         return variable
 
     return [
@@ -493,17 +649,25 @@ def variables(*, multi_queue: bool) -> list[dict[str, Any]]:
             "options": [],
         },
         query_var(
-            "job", "Job", "label_values(celery_exporter_build_info, job)", multi=False,
+            "namespace", "Namespace", "label_values(celery_exporter_build_info, namespace)",
+            multi=True,
+            description="Kubernetes namespace of the exporters (the rules group by namespace, "
+            "job, queue); All matches exporters without the label (outside Kubernetes).",
+        ),
+        query_var(
+            "job", "Job", 'label_values(celery_exporter_build_info{namespace=~"$namespace"}, job)',
+            multi=False,
             description="The scrape job of the exporter (one Celery deployment).",
         ),
         query_var(
             "instance", "Exporter",
-            'label_values(celery_exporter_build_info{job="$job"}, instance)', multi=True,
+            'label_values(celery_exporter_build_info{namespace=~"$namespace", job="$job"}, '
+            "instance)", multi=True,
             description="Exporter instances; several watching one broker are de-duplicated.",
         ),
         query_var(
             "queue", "Queue",
-            'label_values(celery_queue_jobs{job="$job", instance=~"$instance"}, queue)',
+            f"label_values(celery_queue_jobs{{{TARGET}}}, queue)",
             multi=multi_queue,
             description="Celery queues (Redis lists) the exporter reports.",
         ),
@@ -539,7 +703,20 @@ def dashboard(
                     "iconColor": "rgba(0, 211, 255, 1)",
                     "name": "Annotations & Alerts",
                     "type": "dashboard",
-                }
+                },
+                {
+                    "datasource": DATASOURCE,
+                    "enable": True,
+                    "hide": False,
+                    "iconColor": "red",
+                    "name": "Firing alerts",
+                    "expr": ALERTS_ANNOTATION,
+                    "step": "1m",
+                    "titleFormat": "{{alertname}}",
+                    "textFormat": "{{severity}} {{queue}} {{instance}}",
+                    "tagKeys": "alertname,severity,queue",
+                    "useValueForTime": False,
+                },
             ]
         },
         "links": [
@@ -564,7 +741,8 @@ def dashboard(
 def _status_table(queue: str) -> dict[str, Any]:
     statuses = ["waiting", "active", "delayed", "paused", "completed", "failed"]
     drill_down = (
-        f"/d/{QUEUE_UID}/celery-queue?${{datasource:queryparam}}&var-job=${{job}}"
+        f"/d/{QUEUE_UID}/celery-queue?${{datasource:queryparam}}&${{namespace:queryparam}}"
+        "&var-job=${job}"
         "&${instance:queryparam}&var-queue=${__value.raw}&${__url_time_range}"
     )
     return table(
@@ -677,7 +855,26 @@ def _saturation_panels(layout: Layout, queue: str, scope: str) -> None:
             "{{queue}} {{status}}",
         )],
         SECONDS, thresholds=[("green", None), ("red", duration_seconds(STUCK_AFTER))],
-    ), 12, 8)
+    ), 8, 8)
+    layout.add(timeseries(
+        "Oldest running job",
+        f"How long the longest-running job of each queue has been running, for {scope} "
+        "(celery_task_oldest_active_age_seconds; 0 when none runs), and, dashed, the queue's "
+        f"stuck-job limit. {ACTIVE_RULE} Which job it is: the Jobs API, "
+        "`GET /v1/jobs/queues/{queue}?status=active` (processedOn).",
+        [
+            target(active_age(queue), "{{queue}} running"),
+            target(active_limit(queue), "{{queue}} limit"),
+        ],
+        SECONDS,
+        thresholds=[("green", None), ("red", ACTIVE_FLOOR)],
+        overrides=[{
+            "matcher": {"id": "byRegexp", "options": ".* limit"},
+            "properties": [
+                {"id": "custom.lineStyle", "value": {"fill": "dash", "dash": [10, 10]}},
+            ],
+        }],
+    ), 8, 8)
     layout.add(timeseries(
         "Worker utilisation",
         f"Active jobs / capacity per queue, for {scope}: the share of the worker slots "
@@ -699,7 +896,7 @@ def _saturation_panels(layout: Layout, queue: str, scope: str) -> None:
                 {"id": "custom.lineStyle", "value": {"fill": "dash", "dash": [10, 10]}},
             ],
         }],
-    ), 12, 8)
+    ), 8, 8)
 
 
 def exceptions_table(queue: str, scope: str) -> dict[str, Any]:
@@ -740,10 +937,16 @@ def _latency_panels(layout: Layout, queue: str, scope: str) -> None:
     layout.add(timeseries(
         "Runtime p50 / p95 / p99",
         f"How long task executions ran, all tasks of {scope} together "
-        "(celery_task_runtime_seconds). Empty while nothing finishes.",
+        "(celery_task_runtime_seconds), and the mean (sum / count), which does not depend "
+        "on the buckets. Percentiles are interpolated inside the histogram buckets (0.01 s "
+        "to 3600 s by default): beyond the last finite bucket they read as its bound. Empty "
+        "while nothing finishes.",
         [
-            target(runtime_quantile(q, queue, "queue"), f"{{{{queue}}}} p{int(q * 100)}")
-            for q in (0.5, 0.95, 0.99)
+            *(
+                target(runtime_quantile(q, queue, "queue"), f"{{{{queue}}}} p{int(q * 100)}")
+                for q in (0.5, 0.95, 0.99)
+            ),
+            target(mean_runtime(queue, "queue"), "{{queue}} mean"),
         ],
         SECONDS,
     ), 12, 8)
@@ -754,11 +957,62 @@ def overview() -> dict[str, Any]:
     queue = 'queue=~"$queue"'
     layout = Layout()
     layout.row("Now")
+    # First line: is the exporter scraped and the broker read? is anything stuck? is
+    # anything failing? is the backlog growing? are workers down?
     layout.add(stat(
-        "Backlog", "Jobs waiting to start (waiting + paused) in the selected queues.",
+        "Exporter and broker",
+        "OK: every selected exporter is scraped (up) and its last broker read succeeded "
+        "(celery_exporter_up). DOWN: Prometheus cannot scrape an exporter "
+        "(CeleryExporterDown); BROKER DOWN: its broker read fails (CeleryBrokerUnreachable); "
+        "No data: no exporter target at all (CeleryExporterAbsent). While an exporter is "
+        "DOWN the other stats of this row show No data, never its last values.",
+        [target(
+            f"min(\n  up{sel()} + on ({TARGET_KEY}) celery_exporter_up{sel()}\n"
+            f"  or on ({TARGET_KEY}) up{sel()}\n)"
+        )],
+        COUNT, thresholds=[("red", None), ("green", 2)], mappings=EXPORTER_MAPPINGS,
+        gate=False,
+    ), 4, 4)
+    layout.add(stat(
+        "Stuck queues",
+        "Queues with a job running longer than its limit, max("
+        f"{ACTIVE_TOO_LONG['threshold']}, {ACTIVE_FACTOR} x the queue's "
+        f"p{ACTIVE_QUANTILE * 100:g} runtime over {ACTIVE_LOOKBACK}) "
+        "(celery_task_oldest_active_age_seconds; CeleryTaskActiveTooLong once it lasts "
+        f"{ACTIVE_TOO_LONG['for']}), or whose next job has waited over {STUCK_AFTER} despite "
+        "consumers (CeleryQueueStuck). See Oldest running job and Oldest job age.",
+        [target(stuck_queues(queue))], COUNT, thresholds=[("green", None), ("red", 1)],
+    ), 4, 4)
+    layout.add(stat(
+        "Failure ratio",
+        "(failed + lost) / (succeeded + failed + lost) task executions over the rate "
+        "interval, selected queues; a lost execution counts as a failure; 0 while nothing "
+        f"finished. {FAILURE_RATIO_ALERT}",
+        [target(f"{failure_ratio(queue, by='')}\nor vector(0)")], RATIO,
+        thresholds=FAILURE_RATIO_STEPS,
+    ), 4, 4)
+    layout.add(stat(
+        "Backlog", "Jobs waiting to start (waiting + paused) in the selected queues. "
+        f"CeleryQueueBacklogHigh fires above {BACKLOG_HIGH} jobs in a queue.",
         [target(backlog(queue, by=""))], COUNT,
         thresholds=[("green", None), ("orange", BACKLOG_HIGH)],
     ), 4, 4)
+    layout.add(stat(
+        "Backlog trend",
+        f"How fast the backlog grows, in jobs per hour (deriv over {BACKLOG_TREND_WINDOW}); "
+        "above 0 the workers do not keep up (CeleryQueueBacklogGrowing alerts on the trend).",
+        [target(f"3600 * {backlog(queue, by='', window=f'[{BACKLOG_TREND_WINDOW}]')}")],
+        JOBS_PER_HOUR, thresholds=[("green", None), ("orange", 1), ("red", BACKLOG_HIGH)],
+        decimals=0,
+    ), 4, 4)
+    layout.add(stat(
+        "Workers down",
+        "Known workers that went silent or shut down (reported for 1 h after last seen; "
+        "CeleryWorkerDown).",
+        [target("count(max by (worker) (celery_worker_up" + sel() + ") == 0)\nor vector(0)")],
+        COUNT, thresholds=[("green", None), ("red", 1)],
+    ), 4, 4)
+    # Second line: what is there now.
     layout.add(stat(
         "Active", "Jobs running now in the selected queues.",
         [target(f"sum({jobs(queue, 'active')})")], COUNT,
@@ -769,46 +1023,31 @@ def overview() -> dict[str, Any]:
         [target(f"sum({jobs(queue, 'delayed')})")], COUNT,
     ), 4, 4)
     layout.add(stat(
-        "Paused", "Jobs waiting in queues that no live worker consumes: they will not run.",
+        "Paused", "Jobs waiting in queues that no live worker consumes: they will not run "
+        "(CeleryQueueNoConsumers).",
         [target(f"sum({jobs(queue, 'paused')})")], COUNT,
         thresholds=[("green", None), ("red", 1)],
     ), 4, 4)
     layout.add(stat(
-        "Throughput", "Task executions that succeeded per second (celery_tasks_total).",
-        [target(outcome_rate(queue, "succeeded", by=""))], JOBS_PER_SECOND,
+        "Throughput", "Task executions that succeeded per second (celery_tasks_total); 0 "
+        "while nothing succeeds.",
+        [target(f"{outcome_rate(queue, 'succeeded', by='')}\nor vector(0)")], JOBS_PER_SECOND,
     ), 4, 4)
-    layout.add(stat(
-        "Failure ratio",
-        "(failed + lost) / (succeeded + failed + lost) task executions over the rate "
-        "interval, selected queues; a lost execution counts as a failure.",
-        [target(failure_ratio(queue, by=""))], RATIO,
-        thresholds=FAILURE_RATIO_STEPS,
-    ), 4, 4)
-    layout.add(_status_table(queue), 16, 8)
     layout.add(stat(
         "Workers up", "Workers that answered inspect or sent a recent heartbeat.",
-        [target("sum(max by (worker) (celery_worker_up" + sel() + "))")], COUNT,
-    ), 4, 4)
-    layout.add(stat(
-        "Workers down",
-        "Known workers that went silent or shut down (reported for 1 h after last seen).",
-        [target("count(max by (worker) (celery_worker_up" + sel() + ") == 0) or vector(0)")],
-        COUNT, thresholds=[("green", None), ("red", 1)],
-    ), 4, 4)
-    layout.add(stat(
-        "Broker read OK",
-        "celery_exporter_up of the worst selected exporter: NO means its last broker read failed.",
-        [target("min(celery_exporter_up" + sel() + ")")], YES_NO,
-        thresholds=[("red", None), ("green", 1)], mappings=UP_MAPPINGS, graph=False,
+        [target("sum(max by (worker) (celery_worker_up" + sel() + "))\nor vector(0)")], COUNT,
     ), 4, 4)
     layout.add(stat(
         "Snapshot age",
         "Seconds since the oldest selected exporter last read the broker successfully "
-        "(time() - celery_exporter_last_successful_refresh_timestamp_seconds).",
+        "(time() - celery_exporter_last_successful_refresh_timestamp_seconds). "
+        f"CeleryExporterSnapshotStale fires above {STALE_AFTER} s.",
         [target("max(time() - celery_exporter_last_successful_refresh_timestamp_seconds"
                 + sel() + ")")],
         SECONDS, thresholds=[("green", None), ("orange", STALE_AFTER / 2), ("red", STALE_AFTER)],
     ), 4, 4)
+    layout.add(_status_table(queue), 16, 8)
+    layout.add(alert_list(), 8, 8)
 
     _queue_status_rows(layout, queue, "the selected queues")
     _saturation_panels(layout, queue, "the selected queues")
@@ -842,10 +1081,15 @@ def overview() -> dict[str, Any]:
     ), 8, 8)
     layout.add(timeseries(
         "Top failing tasks",
-        "The 10 queue/task pairs with the most failed or lost executions per second. "
+        "Failed or lost executions per second of the 10 queue/task pairs that failed most "
+        "over the dashboard's time range (the same 10 throughout; none listed at 0/s). "
         + JOBS_API_NOTE,
-        [target(f"topk(10, {outcome_rate(queue, 'failed|lost', 'queue, task')})",
-                "{{queue}} {{task}}")],
+        [target(top_over_range(
+            outcome_rate(queue, 'failed|lost', 'queue, task'),
+            outcome_rate(queue, 'failed|lost', 'queue, task', 'increase',
+                         '[$__range] @ end()'),
+            "queue, task",
+        ), "{{queue}} {{task}}")],
         JOBS_PER_SECOND,
     ), 8, 8)
     layout.add(timeseries(
@@ -976,14 +1220,14 @@ def overview() -> dict[str, Any]:
         "exporter's load on Redis, per refresh interval.",
         [target("celery_exporter_broker_round_trips" + sel(), "{{instance}}")],
         COUNT,
-    ), 8, 6)
+    ), 8, 8)
     layout.add(stat(
         "Folded task names",
         "Distinct task names reported as task=\"other\" because --max-task-names was reached "
         "(celery_exporter_folded_task_names). Above 0, raise the limit or expect 'other'.",
         [target("max(celery_exporter_folded_task_names" + sel() + ")")], COUNT,
-        thresholds=[("green", None), ("orange", 1)], graph=False,
-    ), 4, 6)
+        thresholds=[("green", None), ("orange", 1)],
+    ), 4, 8)
     layout.add(table(
         "Exporter versions",
         "Version of each exporter and the Python and Celery it runs on "
@@ -998,7 +1242,7 @@ def overview() -> dict[str, Any]:
                 "renameByName": {},
             },
         }],
-    ), 12, 6)
+    ), 24, 6)
     return dashboard(
         OVERVIEW_UID,
         "Celery / Overview",
@@ -1079,15 +1323,25 @@ def queue_drill_down() -> dict[str, Any]:
     ), 12, 8)
     layout.add(timeseries(
         "Throughput by task",
-        "Succeeded executions per second of the 10 busiest tasks of the queue.",
-        [target(f"topk(10, {outcome_rate(queue, 'succeeded', 'task')})", "{{task}}")],
+        "Succeeded executions per second of the 10 tasks of the queue that succeeded most "
+        "over the dashboard's time range (the same 10 throughout).",
+        [target(top_over_range(
+            outcome_rate(queue, 'succeeded', 'task'),
+            outcome_rate(queue, 'succeeded', 'task', 'increase', '[$__range] @ end()'),
+            "task",
+        ), "{{task}}")],
         JOBS_PER_SECOND,
     ), 12, 8)
     layout.add(timeseries(
         "Top failing tasks",
-        "Failed or lost executions per second of the 10 tasks of the queue that fail most. "
+        "Failed or lost executions per second of the 10 tasks of the queue that failed most "
+        "over the dashboard's time range (the same 10 throughout; none listed at 0/s). "
         + JOBS_API_NOTE,
-        [target(f"topk(10, {outcome_rate(queue, 'failed|lost', 'task')})", "{{task}}")],
+        [target(top_over_range(
+            outcome_rate(queue, 'failed|lost', 'task'),
+            outcome_rate(queue, 'failed|lost', 'task', 'increase', '[$__range] @ end()'),
+            "task",
+        ), "{{task}}")],
         JOBS_PER_SECOND,
     ), 12, 8)
     layout.add(table(
@@ -1097,7 +1351,8 @@ def queue_drill_down() -> dict[str, Any]:
         + JOBS_API_NOTE,
         [
             target("topk(10, "
-                   f"{outcome_rate(queue, 'failed|lost', 'task', 'increase', '[$__range]')})",
+                   f"{outcome_rate(queue, 'failed|lost', 'task', 'increase', '[$__range]')})"
+                   " > 0",
                    instant=True, table=True),
             target(outcome_rate(queue, "lost", "task", "increase", "[$__range]"),
                    instant=True, table=True),
@@ -1132,18 +1387,21 @@ def queue_drill_down() -> dict[str, Any]:
     _latency_panels(layout, queue, "queue $queue")
     layout.add(timeseries(
         "Runtime p95 by task",
-        "95th percentile runtime of the 10 slowest tasks of the queue.",
-        [target(f"topk(10, {runtime_quantile(0.95, queue, 'task')})", "{{task}}")],
+        "95th percentile runtime of the 10 tasks of the queue slowest over the dashboard's "
+        "time range (the same 10 throughout).",
+        [target(top_over_range(
+            runtime_quantile(0.95, queue, "task"),
+            "histogram_quantile(0.95, sum by (task, le) (max by (queue, task, le) "
+            f"(increase(celery_task_runtime_seconds_bucket{sel(queue)}[$__range] @ end()))))",
+            "task",
+        ), "{{task}}")],
         SECONDS,
     ), 12, 8)
-    mean_sum, mean_count = (
-        f"max by (task) (rate(celery_task_runtime_seconds_{part}{sel(queue)}{RATE}))"
-        for part in ("sum", "count")
-    )
     layout.add(timeseries(
         "Mean runtime by task",
-        "Average runtime per task of the queue (runtime sum / count over the rate interval).",
-        [target(f"{mean_sum}\n/\n{mean_count}", "{{task}}")],
+        "Average runtime per task of the queue (runtime sum / count over the rate interval); "
+        "no point while a task finishes nothing.",
+        [target(mean_runtime(queue, "task"), "{{task}}")],
         SECONDS,
     ), 12, 8)
 

@@ -230,3 +230,33 @@ def test_new_alerts_keep_queue_grouping_and_guards() -> None:
     assert "celery_task_failures_total offset 1h) > 0" in new
     (recorded,) = records()
     assert saturated.startswith(recorded["expr"])
+
+
+def test_stuck_job_alert_is_relative_to_the_usual_runtime() -> None:
+    """CeleryTaskActiveTooLong compares each queue's oldest active job
+    (celery_task_oldest_active_age_seconds) with max(floor, factor x its p95 runtime over the
+    lookback), per (namespace, job, queue), with the numbers of alerts/thresholds.py; its
+    promtool tests make it fire and stay silent."""
+    from alerts.generate import duration_seconds
+    from alerts.thresholds import SETTINGS
+
+    settings = SETTINGS["CeleryTaskActiveTooLong"]
+    (rule,) = [r for r in rules() if r["alert"] == "CeleryTaskActiveTooLong"]
+    expr = rule["expr"]
+    assert expr.startswith(
+        "max by (namespace, job, queue) (celery_task_oldest_active_age_seconds)\n> on "
+        "(namespace, job, queue)"
+    )
+    assert f"{settings['factor']} * histogram_quantile({settings['quantile']}," in expr
+    assert f"[{settings['lookback']}]" in expr
+    assert expr.count(f"+ {duration_seconds(settings['threshold'])}") == 1
+    assert rule["for"] == settings["for"]
+    tests = (REPO / "alerts" / "tests" / "tasks.yml").read_text()
+    cases = [
+        case
+        for group in yaml.safe_load(tests)["tests"]
+        for case in group.get("alert_rule_test", [])
+        if case["alertname"] == "CeleryTaskActiveTooLong"
+    ]
+    assert any(c["exp_alerts"] == [] for c in cases)
+    assert any(c["exp_alerts"] for c in cases)

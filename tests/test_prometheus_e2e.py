@@ -12,10 +12,13 @@ One stack per module (started once, stopped by PID at teardown):
   ``for:`` durations are 0s; the expressions are the shipped ones), sending alerts to
 - ``prometheus-alertmanager`` (clustering off), routing to a webhook served by this test.
 
-Then every PromQL expression of every dashboard panel must parse and return a series,
+Then every PromQL expression of every dashboard panel must parse and return a series
+(or, for the few listed in INTENDED_EMPTY, nothing: never NaN),
 every alert and recording rule expression must evaluate, the KEDA ScaledObject's query
 must return a sample, and a burst of failing jobs must fire the failure alerts and reach
-the webhook with the queue label and runbook_url intact.
+the webhook with the queue label and runbook_url intact. Last, the exporter is stopped:
+once Prometheus has scraped it down, every first-row stat returns no sample (Grafana's red
+"No data") or DOWN, never its last value.
 """
 
 from __future__ import annotations
@@ -420,6 +423,7 @@ def stack() -> Iterator[Stack]:
 def substitute(expr: str, instance: str) -> str:
     """Replace Grafana's variables with values of this scrape."""
     values = {
+        "$namespace": ".*",  # All: no namespace label outside Kubernetes
         "$__rate_interval": "15s",
         "$__range": "5m",
         "$job": JOB,
@@ -433,6 +437,12 @@ def substitute(expr: str, instance: str) -> str:
     return expr
 
 
+#: (dashboard, panel title) whose query may rightly return nothing on this stack: the ranking
+#: of the tasks slowest over the range needs a runtime quantile of each task over 5m (it
+#: has one), so none for now; kept for reviewers to extend with a reason.
+INTENDED_EMPTY: dict[tuple[str, str], str] = {}
+
+
 def dashboard_targets() -> list[tuple[str, str, str]]:
     """(dashboard, panel title, expr) of every query of every panel."""
     found = []
@@ -444,14 +454,48 @@ def dashboard_targets() -> list[tuple[str, str, str]]:
 
 
 def test_every_dashboard_query_returns_series(stack: Stack) -> None:
-    """Each panel's PromQL parses and returns at least one series for a real queue."""
+    """Each panel's PromQL parses and returns at least one series for a real queue (or an
+    intended empty state), never a NaN; the ALERTS annotation query parses too.
+
+    Ratios, quantiles and top-k tables are empty (not NaN, not 0/s rows) while nothing
+    finishes, so jobs keep succeeding and failing on the work queue while it queries."""
     targets = dashboard_targets()
     assert len(targets) > 40
-    empty = []
-    for dashboard, title, expr in targets:
-        if not stack.query(substitute(expr, stack.instance)):
-            empty.append(f"{dashboard} / {title}: {expr}")
+    stop = threading.Event()
+
+    def keep_busy() -> None:
+        while not stop.wait(0.3):
+            stack.send("tests.add", args=(1, 2), queue=WORK_QUEUE)
+            stack.send("tests.fail", args=("steady",), queue=WORK_QUEUE)
+
+    busy = threading.Thread(target=keep_busy, daemon=True)
+    busy.start()
+    empty, nan = [], []
+    try:
+        for series in (
+            f'celery_tasks_total{{queue="{WORK_QUEUE}", outcome="failed"}}',
+            f'celery_tasks_total{{queue="{WORK_QUEUE}", outcome="succeeded"}}',
+            f'celery_task_runtime_seconds_count{{queue="{WORK_QUEUE}"}}',
+            f'celery_task_queue_wait_seconds_count{{queue="{WORK_QUEUE}"}}',
+        ):
+            active = f"increase({series}[10s]) > 0"
+            assert wait_until(functools.partial(stack.query, active), timeout=30,
+                              interval=0.5), active
+        for dashboard, title, expr in targets:
+            result = stack.query(substitute(expr, stack.instance))
+            if not result and (dashboard, title) not in INTENDED_EMPTY:
+                empty.append(f"{dashboard} / {title}: {expr}")
+            if any(s["value"][1] in ("NaN", "+Inf", "-Inf") for s in result):
+                nan.append(f"{dashboard} / {title}: {expr} -> {result}")
+    finally:
+        stop.set()
+        busy.join(timeout=5)
     assert not empty, "queries without any series:\n" + "\n".join(empty)
+    assert not nan, "queries with NaN/Inf values:\n" + "\n".join(nan)
+    for path in DASHBOARDS:
+        for annotation in json.loads(path.read_text())["annotations"]["list"]:
+            if "expr" in annotation:
+                stack.query(substitute(annotation["expr"], stack.instance))
 
 
 def test_dashboard_variables_find_values(stack: Stack) -> None:
@@ -468,6 +512,9 @@ def test_dashboard_variables_find_values(stack: Stack) -> None:
             response = httpx.get(f"{stack.prometheus}/api/v1/label/{label}/values",
                                  params={"match[]": series}, timeout=10.0)
             values = response.json()["data"]
+            if label == "namespace":  # no Kubernetes here: none, and All (.*) matches
+                assert values == [], values
+                continue
             wanted = {"job": JOB, "instance": stack.instance, "queue": WORK_QUEUE}[label]
             assert wanted in values, (path.name, variable["name"], values)
             if label == "queue":
@@ -625,3 +672,73 @@ def test_keda_scaledobject_query_returns_a_sample(stack: Stack) -> None:
     )
     value = sample()
     assert value is not None and 0 <= value < 3600
+
+
+def test_oldest_running_job_panel_shows_the_hung_sleep(stack: Stack) -> None:
+    """The backlog queue's single slot runs a 600 s sleep: the Oldest running job panel
+    shows its age, and its limit is the floor (nothing of that queue finished yet)."""
+    from alerts.generate import duration_seconds
+    from alerts.thresholds import SETTINGS
+
+    floor = duration_seconds(SETTINGS["CeleryTaskActiveTooLong"]["threshold"])
+    for dashboard, expr in panel_queries("Oldest running job"):
+        if "overview" not in dashboard:
+            continue
+        rows = {
+            s["metric"]["queue"]: float(s["value"][1])
+            for s in stack.query(substitute(expr, stack.instance).replace(
+                f'queue=~"{WORK_QUEUE}"', 'queue=~".*"'))
+        }
+        if "histogram_quantile" in expr:
+            assert rows[BACKLOG_QUEUE] == floor, rows
+        else:
+            assert rows[BACKLOG_QUEUE] > 0 and rows[UNCONSUMED_QUEUE] == 0, rows
+
+
+def first_row_stats() -> list[tuple[str, str, str]]:
+    """(dashboard, title, expr) of the stat panels of each dashboard's first grid line."""
+    found = []
+    for path in DASHBOARDS:
+        panels = [p for p in json.loads(path.read_text())["panels"] if p["type"] != "row"]
+        first_y = min(p["gridPos"]["y"] for p in panels)
+        for panel in panels:
+            if panel["gridPos"]["y"] == first_y and panel["type"] == "stat":
+                found += [(path.name, panel["title"], t["expr"]) for t in panel["targets"]]
+    return found
+
+
+def test_zz_first_row_goes_down_with_the_exporter(stack: Stack) -> None:
+    """Runs last (it stops the exporter). Before: every first-row stat has a value. After
+    Prometheus scraped the exporter down: each returns nothing ("No data", red) or, for the
+    exporter status, 0 (DOWN); no stat of either dashboard keeps a last value."""
+    stats = first_row_stats()
+    assert len(stats) >= 12, stats
+    every_stat = [
+        (d, p["title"], t["expr"])
+        for d, p, t in (
+            (path.name, panel, target)
+            for path in DASHBOARDS
+            for panel in json.loads(path.read_text())["panels"] if panel["type"] == "stat"
+            for target in panel["targets"]
+        )
+    ]
+    before = {
+        (d, title): stack.query(substitute(expr, stack.instance)) for d, title, expr in stats
+    }
+    assert all(before.values()), {k: v for k, v in before.items() if not v}
+
+    (exporter,) = [p for p in stack.processes if p.name == "exporter"]
+    exporter.stop()
+    down = f'up{{job="{JOB}", instance="{stack.instance}"}} == 0'
+    assert wait_until(lambda: stack.query(down), timeout=20, interval=0.25), (
+        stack.diagnostics()
+    )
+    kept = {}
+    for dashboard, title, expr in every_stat:
+        result = stack.query(substitute(expr, stack.instance))
+        values = [float(s["value"][1]) for s in result]
+        if title == "Exporter and broker":
+            assert values == [0.0], (title, result)  # DOWN
+        elif result:
+            kept[(dashboard, title)] = values
+    assert not kept, f"stats still showing a value with the exporter down: {kept}"

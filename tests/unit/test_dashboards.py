@@ -41,8 +41,17 @@ def dashboard(name: str) -> dict[str, Any]:
 
 
 def panels(name: str) -> list[dict[str, Any]]:
-    """Every panel of a dashboard except row headers."""
-    return [p for p in dashboard(name)["panels"] if p["type"] != "row"]
+    """Every query panel of a dashboard (not row headers nor the alert list)."""
+    return [p for p in dashboard(name)["panels"] if p["type"] not in ("row", "alertlist")]
+
+
+def first_row(name: str) -> list[dict[str, Any]]:
+    """The stat panels of the dashboard's first grid line, left to right."""
+    top = [p for p in dashboard(name)["panels"] if p["type"] != "row"]
+    first_y = min(p["gridPos"]["y"] for p in top)
+    return sorted(
+        (p for p in top if p["gridPos"]["y"] == first_y), key=lambda p: p["gridPos"]["x"]
+    )
 
 
 def test_committed_json_matches_the_generator() -> None:
@@ -67,11 +76,17 @@ def test_stable_uid_and_provisioning_ready(name: str) -> None:
     variables = {v["name"]: v for v in data["templating"]["list"]}
     assert variables["datasource"]["type"] == "datasource"
     assert variables["datasource"]["query"] == "prometheus"
-    for var in ("job", "instance", "queue"):
+    for var in ("namespace", "job", "instance", "queue"):
         assert variables[var]["type"] == "query"
         assert variables[var]["datasource"] == DATASOURCE
         assert variables[var]["query"].startswith("label_values(")
     assert variables["queue"]["multi"] is (name == "celery-overview.json")
+    # The rules group by (namespace, job, queue); outside Kubernetes there is no namespace
+    # label, which All (.*) matches.
+    assert variables["namespace"]["includeAll"] and variables["namespace"]["allValue"] == ".*"
+    assert [v["name"] for v in data["templating"]["list"]][:3] == [
+        "datasource", "namespace", "job",
+    ]
 
 
 @pytest.mark.parametrize("name", sorted(UIDS))
@@ -92,11 +107,14 @@ def test_every_panel_has_unit_description_and_datasource(name: str) -> None:
 
 @pytest.mark.parametrize("name", sorted(UIDS))
 def test_queries_use_the_variables(name: str) -> None:
-    """Every query selects the chosen job/instance; rates use $__rate_interval (or $__range)."""
+    """Every query selects the chosen namespace/job/instance; rates use $__rate_interval (or
+    $__range, or a fixed window named in the generator: an alert's lookback)."""
+    fixed = load_generator().FIXED_WINDOWS
     for panel in panels(name):
         for target in panel["targets"]:
             expr = target["expr"]
             for selector in re.findall(r"\{[^}]*\}", expr):
+                assert 'namespace=~"$namespace"' in selector, (panel["title"], selector)
                 assert 'job="$job"' in selector and 'instance=~"$instance"' in selector, (
                     panel["title"], selector,
                 )
@@ -104,14 +122,14 @@ def test_queries_use_the_variables(name: str) -> None:
             for fn, window in windows:
                 if fn == "deriv":
                     continue  # a trend over a fixed window, described in the panel
-                assert window in ("$__rate_interval", "$__range"), (panel["title"], expr)
+                assert window in ("$__rate_interval", "$__range", *fixed), (panel["title"], expr)
             if "celery_queue" in expr or "celery_task" in expr:
                 assert "$queue" in expr, (panel["title"], expr)
 
 
 @pytest.mark.parametrize("name", sorted(UIDS))
 def test_layout_fits_the_grid(name: str) -> None:
-    """Unique panel ids; panels inside 24 columns and never overlapping."""
+    """Unique panel ids; panels inside 24 columns, never overlapping, no empty area."""
     data = dashboard(name)
     ids = [p["id"] for p in data["panels"]]
     assert len(ids) == len(set(ids))
@@ -123,6 +141,91 @@ def test_layout_fits_the_grid(name: str) -> None:
             for y in range(pos["y"], pos["y"] + pos["h"]):
                 assert (x, y) not in cells, f"{panel['title']} overlaps at {(x, y)}"
                 cells.add((x, y))
+    bottom = max(p["gridPos"]["y"] + p["gridPos"]["h"] for p in data["panels"])
+    gaps = sorted({y for x in range(24) for y in range(bottom) if (x, y) not in cells})
+    assert not gaps, f"empty grid rows {gaps}"
+
+
+@pytest.mark.parametrize("name", sorted(UIDS))
+def test_stats_are_instant_and_go_blank_when_the_exporter_is_down(name: str) -> None:
+    """Every stat: instant queries (no last-non-null over a range), gated on `up == 1` (or a
+    query on `up` itself), "No data" mapped to red, no ungated `or vector(0)`."""
+    stats = [p for p in panels(name) if p["type"] == "stat"]
+    assert stats
+    for panel in stats:
+        title = panel["title"]
+        assert panel["options"]["reduceOptions"]["calcs"] == ["last"], title
+        assert panel["options"]["graphMode"] == "none", title
+        defaults = panel["fieldConfig"]["defaults"]
+        assert defaults["noValue"] == "No data", title
+        no_data = [m for m in defaults["mappings"] if m["type"] == "special"]
+        assert no_data and no_data[0]["options"]["result"]["color"] == "red", title
+        for target in panel["targets"]:
+            assert target["instant"] is True and target["range"] is False, title
+            expr = target["expr"]
+            gated = expr.endswith('and on () (max(up{namespace=~"$namespace", job="$job", '
+                                  'instance=~"$instance"}) == 1)')
+            assert gated or expr.startswith("min(\n  up{"), (title, expr)
+            if "or vector(0)" in expr:
+                assert gated, (title, expr)
+
+
+def test_overview_first_row_answers_the_questions() -> None:
+    """Exporter and broker, stuck, failing, backlog (and its growth), workers down."""
+    titles = [p["title"] for p in first_row("celery-overview.json")]
+    assert titles == [
+        "Exporter and broker", "Stuck queues", "Failure ratio", "Backlog", "Backlog trend",
+        "Workers down",
+    ]
+    status = first_row("celery-overview.json")[0]
+    texts = {
+        value: option["text"]
+        for mapping in status["fieldConfig"]["defaults"]["mappings"] if mapping["type"] == "value"
+        for value, option in mapping["options"].items()
+    }
+    assert texts == {"0": "DOWN", "1": "BROKER DOWN", "2": "OK"}
+    stuck = first_row("celery-overview.json")[1]["targets"][0]["expr"]
+    assert "celery_task_oldest_active_age_seconds" in stuck
+    assert "celery_task_runtime_seconds_bucket" in stuck and "celery_queue_oldest_job_age" in stuck
+
+
+def test_alert_list_annotations_and_runbook_links() -> None:
+    """An alert list panel, firing ALERTS as annotations, and a runbook link on every panel
+    whose description names an alert (the alerts' own runbook_url)."""
+    from alerts.generate import runbook_url
+    from alerts.thresholds import SETTINGS
+
+    overview = dashboard("celery-overview.json")
+    assert [p for p in overview["panels"] if p["type"] == "alertlist"]
+    for name in sorted(UIDS):
+        data = dashboard(name)
+        (alerts,) = [a for a in data["annotations"]["list"] if "expr" in a]
+        assert alerts["datasource"] == DATASOURCE
+        assert alerts["expr"].startswith("ALERTS{") and 'alertstate="firing"' in alerts["expr"]
+        linked = 0
+        for panel in data["panels"]:
+            named = [n for n in SETTINGS if re.search(rf"\b{n}\b", panel.get("description", ""))]
+            urls = [link["url"] for link in panel.get("links", [])]
+            assert sorted(urls) == sorted(runbook_url(n) for n in named), panel["title"]
+            linked += bool(named)
+        assert linked >= 5, name
+
+
+@pytest.mark.parametrize("name", sorted(UIDS))
+def test_no_nan_and_no_zero_rows(name: str) -> None:
+    """Ratios divide by `(x > 0)`, quantiles drop NaN (`>= 0`), topk drops 0 rows and range
+    panels rank their topk once (at the end of the range) so at most 10 series show."""
+    for panel in panels(name):
+        for target in panel["targets"]:
+            expr = target["expr"]
+            for part in expr.split("\n/\n")[1:]:
+                assert part.startswith("(") and ") > 0)" in part, (panel["title"], expr)
+            if "histogram_quantile" in expr and "@ end()" not in expr:
+                assert ">= 0" in expr or "> " in expr, (panel["title"], expr)
+            if "topk(" in expr:
+                assert "> 0" in expr, (panel["title"], expr)
+                if not target["instant"]:
+                    assert "@ end()" in expr, (panel["title"], expr)
 
 
 def test_overview_covers_the_brief() -> None:
@@ -167,7 +270,8 @@ def test_queue_dashboard_has_top_failing_tasks() -> None:
     """The drill-down ranks failing tasks and points to the Jobs API for exceptions."""
     titles = {p["title"]: p for p in panels("celery-queue.json")}
     top = titles["Top failing tasks"]
-    assert top["targets"][0]["expr"].startswith("topk(10, sum by (task)")
+    assert top["targets"][0]["expr"].startswith("(sum by (task)")
+    assert "topk(10, sum by (task)" in top["targets"][0]["expr"]
     assert "Jobs API" in top["description"]
     assert "exception" in top["description"]
     assert 'queue="$queue"' in top["targets"][0]["expr"]
