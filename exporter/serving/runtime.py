@@ -174,8 +174,8 @@ class Runtime:
         """Keep paused queues paused, off the refresher's thread (a broadcast waits)."""
         if self._enforcing is not None and not self._enforcing.done():
             return
-        if not snapshot.broker_up:
-            return
+        if not snapshot.broker_up or self.settings.read_only:
+            return  # a read-only sidecar changes nothing, not even to keep a pause
 
         def run() -> None:
             try:
