@@ -227,9 +227,9 @@ class CeleryWorker:
         proc.wait(timeout=10)
         self._proc = None
 
-    def close(self) -> None:
+    def close(self, stop_timeout: float = 15.0) -> None:
         """Stop the worker, close the control app and delete the temp dir."""
-        self.stop()
+        self.stop(stop_timeout)
         if self._app is not None:
             self._app.close()
             self._app = None

@@ -111,4 +111,6 @@ def celery_worker_factory() -> Iterator[Callable[..., CeleryWorker]]:
         yield make
     finally:
         for worker in reversed(workers):
-            worker.close()
+            # Cleanup, not a test of shutdown: a task still running (a long sleep) is
+            # not waited for beyond two seconds.
+            worker.close(stop_timeout=2.0)
