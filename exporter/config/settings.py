@@ -20,8 +20,11 @@ from exporter.protocol.limits import DEFAULT_MAX_MESSAGE_BYTES, InputLimits
 if TYPE_CHECKING:
     from exporter.config.auth import ApiKey, MetricsCredentials
 
+#: 10 ms to an hour, 1-2-5 per decade (minutes in clock steps): neighbouring bounds are
+#: at most 2.5x apart, so a percentile interpolated inside a bucket stays within it.
 DEFAULT_RUNTIME_BUCKETS: tuple[float, ...] = (
-    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+    0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0,
+    120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0,
 )
 DEFAULT_QUEUE_WAIT_BUCKETS: tuple[float, ...] = DEFAULT_RUNTIME_BUCKETS
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import pytest
 
@@ -58,6 +59,18 @@ def test_default_buckets_are_increasing_and_positive() -> None:
     for buckets in (DEFAULT_RUNTIME_BUCKETS, DEFAULT_QUEUE_WAIT_BUCKETS):
         assert buckets and buckets[0] > 0
         assert list(buckets) == sorted(set(buckets))
+
+
+def test_default_buckets_give_percentiles_within_2_5x_from_10_ms_to_an_hour() -> None:
+    """Prometheus interpolates a quantile inside its bucket: the bucket's ratio bounds the error."""
+    for buckets in (DEFAULT_RUNTIME_BUCKETS, DEFAULT_QUEUE_WAIT_BUCKETS):
+        assert (buckets[0], buckets[-1]) == (0.01, 3600.0)
+        assert max(upper / lower for lower, upper in itertools.pairwise(buckets)) <= 2.5
+        for true_value in (0.013, 0.3, 7.0, 30.003, 95.0, 2000.0, 3599.0):
+            upper = next(bound for bound in buckets if bound >= true_value)
+            lower = max((bound for bound in buckets if bound < true_value), default=0.0)
+            # Whatever the spread inside the bucket, the estimate lies in (lower, upper].
+            assert upper / true_value <= 2.5 and true_value / max(lower, 1e-9) <= 2.5
 
 
 def test_building_from_no_options_gives_the_defaults() -> None:
