@@ -68,7 +68,7 @@ class SidecarApplication(BaseApplication):  # type: ignore[misc]
         settings = self._settings
         provider = build_provider(settings)
         _PROVIDERS.append(provider)
-        return create_app(
+        app = create_app(
             provider,
             stale_after=settings.stale_after,
             keys=KeyRing(settings.api_keys) if settings.auth else None,
@@ -79,6 +79,7 @@ class SidecarApplication(BaseApplication):  # type: ignore[misc]
             api_max_limit=settings.api_max_limit,
             jobs_threads=settings.web_threads,
         )
+        return provider.serve_jobs(app)
 
 
 _PROVIDERS: list[Any] = []

@@ -2,8 +2,10 @@
 
 The worker that holds an exclusive lock on `<state dir>/refresher.lock` runs the
 sidecar core and, when other workers exist, publishes each rendered snapshot into
-the state directory (written aside, then renamed). The other workers serve those
-files and retry the lock every refresh interval, so one takes over if the owner dies.
+the state directory (written aside, then renamed), and answers the Jobs API for the
+others on `<state dir>/jobs.sock` (see `exporter.serving.forwarding`). The other
+workers serve those files, forward Jobs API requests, and retry the lock every
+refresh interval, so one takes over if the owner dies.
 With one worker (the default) nothing is written: the snapshot stays in memory.
 """
 
@@ -23,11 +25,14 @@ from exporter.actions.service import JobActions
 from exporter.config.settings import Settings
 from exporter.model.snapshot import Snapshot, SourceHealth
 from exporter.prometheus.render import RenderedMetrics
+from exporter.serving.forwarding import AsgiApp, ForwardToOwner, OwnerChannel
 from exporter.serving.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
 VARIANTS = ("text", "text_gzip", "openmetrics", "openmetrics_gzip")
+#: The owner's socket for the other workers' Jobs API requests, in the state directory.
+JOBS_SOCKET = "jobs.sock"
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,10 @@ class LocalProvider:
 
     def actions_backend(self) -> JobActions:
         return self._runtime.actions
+
+    def serve_jobs(self, app: AsgiApp) -> AsgiApp:
+        """The app as served: one process answers everything itself."""
+        return app
 
     def close(self) -> None:
         self._runtime.stop()
@@ -91,8 +100,11 @@ class SharedProvider:
         self._dir = state_dir
         self._lock_file = open(state_dir / "refresher.lock", "a+b")  # noqa: SIM115
         self._runtime: Runtime | None = None
+        self._app: AsgiApp | None = None
+        self._channel: OwnerChannel | None = None
         self._cached: tuple[int, RenderedMetrics, Snapshot] | None = None
         self._guard = threading.Lock()
+        self._owning = threading.Lock()
         self._stop = threading.Event()
         if not self._try_own():
             threading.Thread(target=self._retry_lock, name="lock-retry", daemon=True).start()
@@ -105,8 +117,27 @@ class SharedProvider:
         log.info("worker %d owns the refresher", os.getpid())
         runtime = Runtime(self._settings, on_rendered=self._publish)
         runtime.start()
-        self._runtime = runtime
+        with self._owning:
+            self._runtime = runtime
+            self._open_channel()
         return True
+
+    def serve_jobs(self, app: AsgiApp) -> AsgiApp:
+        """The app as served: Jobs API requests go to the owner, wherever they arrive."""
+        with self._owning:
+            self._app = app
+            self._open_channel()
+        return ForwardToOwner(app, self.owns, self._dir / JOBS_SOCKET)
+
+    def owns(self) -> bool:
+        """Whether this process runs the refresher (and so answers the Jobs API itself)."""
+        return self._runtime is not None
+
+    def _open_channel(self) -> None:
+        """Once this process owns the refresher and has its app, answer the others."""
+        if self._runtime is not None and self._app is not None and self._channel is None:
+            self._channel = OwnerChannel(self._app, self._dir / JOBS_SOCKET)
+            self._channel.start()
 
     def _retry_lock(self) -> None:
         while not self._stop.wait(self._settings.refresh_interval):
@@ -156,6 +187,8 @@ class SharedProvider:
 
     def close(self) -> None:
         self._stop.set()
+        if self._channel is not None:
+            self._channel.stop()
         if self._runtime is not None:
             self._runtime.stop()
 

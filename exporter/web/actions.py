@@ -72,7 +72,7 @@ class Action:
     async def _run(self, req: Request, call: Callable[[ActionsBackend, Actor], T]) -> T:
         backend = self._backend()
         if backend is None:
-            raise falcon.HTTPServiceUnavailable(description=FOLLOWER_MESSAGE)
+            raise falcon.HTTPServiceUnavailable(description=FOLLOWER_MESSAGE, retry_after=2)
         actor = Actor(key_name(req))
         loop = asyncio.get_running_loop()
         try:
@@ -236,7 +236,7 @@ class AuditResource:
         limit = int_param(req, "limit", 10, 1, self._max_limit)
         backend = self._backend()
         if backend is None:
-            raise falcon.HTTPServiceUnavailable(description=FOLLOWER_MESSAGE)
+            raise falcon.HTTPServiceUnavailable(description=FOLLOWER_MESSAGE, retry_after=2)
         loop = asyncio.get_running_loop()
         try:
             entries, total = await loop.run_in_executor(

@@ -29,9 +29,11 @@ DEFAULT_STATUS = "failed"
 DEFAULT_LIMIT = 10
 
 
+#: A worker process that does not run the refresher forwards the Jobs API to the one that
+#: does; this is its answer when that process is not reachable (it is being replaced).
 FOLLOWER_MESSAGE = (
-    "this worker process does not own the refresher and cannot serve the Jobs API; "
-    "run the sidecar with --web-workers 1 (the default) to use it"
+    "the worker process that holds the jobs (it runs the refresher) is not answering, "
+    "probably being replaced; try again in a few seconds"
 )
 
 
@@ -42,7 +44,7 @@ def current_snapshot(provider: SnapshotProvider, backend: JobsBackend | None) ->
     "unknown", so the contract's 503 is answered instead, configured queues or not.
     """
     if backend is None:
-        raise falcon.HTTPServiceUnavailable(description=FOLLOWER_MESSAGE)
+        raise falcon.HTTPServiceUnavailable(description=FOLLOWER_MESSAGE, retry_after=2)
     snapshot = provider.snapshot
     if snapshot is None or not snapshot.broker_ever_read:
         raise falcon.HTTPServiceUnavailable(

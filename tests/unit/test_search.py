@@ -664,7 +664,8 @@ def test_before_the_first_snapshot_the_answer_is_503() -> None:
         assert answer.json["message"].startswith("no snapshot yet")
         follower = http.simulate_get("/v1/follower/search", params={"q": "x"})
         assert follower.status_code == 503
-        assert "does not own the refresher" in follower.json["message"]
+        assert "runs the refresher" in follower.json["message"]
+        assert follower.headers["retry-after"] == "2"
 
 
 def test_the_resource_asks_what_the_queue_listing_asks() -> None:

@@ -236,11 +236,12 @@ def test_refusals_are_answered_with_their_status_and_message(reason: str, status
     assert result.json == {"message": "cannot retry a waiting job"}
 
 
-def test_a_process_that_does_not_own_the_refresher_answers_503() -> None:
+def test_a_process_that_cannot_reach_the_refresher_answers_503_with_retry_after() -> None:
     app = create_app(NoSnapshot(), stale_after=60, keys=KEYS, actions_backend=lambda: None)
     result = call(falcon.testing.TestClient(app), "POST", "/v1/jobs/queues/emails/pause", None)
     assert result.status_code == 503
-    assert "--web-workers 1" in result.json["message"]
+    assert "runs the refresher" in result.json["message"]
+    assert result.headers["retry-after"] == "2"
 
 
 def test_bulk_retry_reports_what_it_skipped() -> None:
