@@ -5,14 +5,15 @@ names are served, from memory: no path from a request ever reaches the file syst
 /ui answer carries a Content-Security-Policy that allows scripts, styles and requests from
 this origin only, so API data the page shows can never run as code.
 
-`GET /v1/jobs/workers` lists the snapshot's workers and each queue's consumers;
+`GET /v1/jobs/workers` lists the snapshot's workers, each queue's consumers and its
+finished executions;
 `GET /v1/jobs/generation` answers the snapshot's generation, which the console polls to
 re-fetch a view only when the snapshot changed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -94,8 +95,25 @@ class WorkersResource:
         resp.media = {
             "workers": workers,
             "consumers": {q.name: q.consumers for q in snapshot.queues.values()},
+            "finished": finished_totals(snapshot.stats.outcomes, snapshot.queues),
             "generation": snapshot.generation,
         }
+
+
+def finished_totals(
+    outcomes: Mapping[tuple[str, str, str], int], queues: Iterable[str]
+) -> dict[str, dict[str, int]]:
+    """Executions that succeeded or failed per queue since the sidecar started.
+
+    The sums over task names of `celery_tasks_total{outcome="succeeded"|"failed"}`:
+    monotonic, unlike the retained `completed`/`failed` counts, so the console's
+    rates stay true once a queue's retention is full.
+    """
+    totals = {queue: {"succeeded": 0, "failed": 0} for queue in queues}
+    for (queue, _task, outcome), count in outcomes.items():
+        if outcome in ("succeeded", "failed") and queue in totals:
+            totals[queue][outcome] += count
+    return totals
 
 
 class GenerationResource:

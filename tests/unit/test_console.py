@@ -15,9 +15,11 @@ from exporter.config.auth import READ_JOBS, ApiKey, KeyRing, digest
 from exporter.model.readings import WaitingMessage
 from exporter.model.search import SearchQuery, SearchResult
 from exporter.model.snapshot import Snapshot
-from exporter.prometheus.render import RenderedMetrics
+from exporter.prometheus.render import RenderedMetrics, render
+from exporter.protocol.cardinality import label_value
 from exporter.web.app import create_app
 from exporter.web.console import ASSETS, CONTENT_SECURITY_POLICY, UI_DIR
+from testkit.exposition import parse_metrics, total
 from tests.unit.samples import sample_snapshot
 
 READER = "reader-key-0123456789"
@@ -129,6 +131,21 @@ def test_workers_lists_the_snapshot_s_workers_and_queue_consumers() -> None:
     }
     assert body["workers"][1]["up"] is False and body["workers"][1]["concurrency"] is None
     assert body["consumers"] == {q.name: q.consumers for q in snapshot.queues.values()}
+
+
+def test_workers_gives_each_queue_s_finished_totals_as_metrics_counts_them() -> None:
+    """The console's rates come from these: the same sums as celery_tasks_total."""
+    snapshot = sample_snapshot()
+    body = client(snapshot).simulate_get(
+        "/v1/jobs/workers", headers={"X-API-KEY": READER}
+    ).json
+    samples = parse_metrics(render(snapshot).text.decode())
+    assert set(body["finished"]) == set(snapshot.queues)
+    assert body["finished"]["emails"] == {"succeeded": 2, "failed": 1}
+    for queue, totals in body["finished"].items():
+        for outcome, count in totals.items():
+            assert count == total(samples, "celery_tasks_total",
+                                  queue=label_value(queue, 100), outcome=outcome)
 
 
 def test_generation_answers_the_snapshot_s_generation() -> None:
