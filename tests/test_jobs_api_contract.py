@@ -29,7 +29,7 @@ from exporter.model.snapshot import Snapshot
 from exporter.prometheus.render import RenderedMetrics
 from exporter.web.app import OPENAPI_PATH, create_app
 from testkit.celery_worker import CeleryWorker, load_app
-from testkit.exposition import parse_metrics, queue_counts
+from testkit.exposition import parse_metrics, queue_counts, total
 from testkit.redis_server import RedisServer
 from testkit.sidecar import Sidecar
 from testkit.wait import wait_until
@@ -293,6 +293,11 @@ def test_every_documented_operation_is_served_and_every_action_is_documented() -
         (method, path) for method, path in served - documented if method not in ("GET", "HEAD")
     }
     assert undocumented_actions == set()
+    api_reads = {
+        (method, path) for method, path in served - documented
+        if method == "GET" and path.startswith(PREFIXES)
+    }
+    assert api_reads == set()
 
 
 # -- live answers of every route ------------------------------------------------------------------
@@ -412,6 +417,26 @@ def test_audit_log_and_search_conform(world: World, prefix: str) -> None:
     for path in (audit, search):
         conforms(world.get(path, key=None, params={"q": "a"}), path, 401)
         conforms(world.get(path, key=READER_KEY, params={"q": "a"}), path, 403)
+
+
+@pytest.mark.parametrize("prefix", PREFIXES)
+def test_the_console_s_reads_conform_and_agree_with_metrics(world: World, prefix: str) -> None:
+    workers, generation = f"{prefix}/jobs/workers", f"{prefix}/jobs/generation"
+    body = conforms(world.get(workers, key=HASHED_READER_KEY), workers, 200)
+    assert [w["hostname"].split("@")[0] for w in body["workers"] if w["up"]] == ["contract"]
+    assert body["workers"][0]["concurrency"] == 1 and body["workers"][0]["queues"] == ["work"]
+    assert body["consumers"] == {"work": 1, "held": 0, "empty": 0}
+    samples = parse_metrics(world.sidecar.get("/metrics").text)
+    for queue, totals in body["finished"].items():
+        for outcome, count in totals.items():
+            assert count == total(samples, "celery_tasks_total", queue=queue, outcome=outcome)
+    assert body["finished"]["work"] == {"succeeded": 3, "failed": 1}
+    now = conforms(world.get(generation, key=HASHED_READER_KEY), generation, 200)["generation"]
+    assert now >= body["generation"]
+    for path in (workers, generation):
+        conforms(world.get(path, key=None), path, 401)
+        conforms(world.get(path, key=WRONG_KEY), path, 401)
+        conforms(world.get(path, key=READER_KEY), path, 403)  # a key without read:jobs
 
 
 def test_unknown_routes_and_methods_answer_json(world: World) -> None:
