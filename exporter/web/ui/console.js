@@ -1,7 +1,7 @@
 /* The celery-jobs-exporter web console (docs/console.md).
  *
  * Vanilla JavaScript, no framework and no build step, on purpose: zero dependencies,
- * nothing to build or audit, the whole console is a few KB (three files, about 30 KB
+ * nothing to build or audit, the whole console is a few KB (three files, about 33 KB
  * uncompressed) and ships in the wheel next to the sidecar that serves it.
  *
  * Everything shown comes from the sidecar's JSON APIs, asked with the API key in the
@@ -40,7 +40,7 @@
       else if (name === "text") el.textContent = String(value);
       else el.setAttribute(name, value === true ? "" : String(value));
     }
-    for (const child of children.flat()) {
+    for (const child of children.flat(Infinity)) {
       if (child === null || child === undefined || child === false) continue;
       el.append(child instanceof Node ? child : document.createTextNode(String(child)));
     }
@@ -150,13 +150,40 @@
     for (const b of document.querySelectorAll("button[data-action]")) b.disabled = state.readOnly;
   }
 
+  /**
+   * Ask before an action, in the page's own modal dialog rather than window.confirm():
+   * it is styled like the page, the focus starts on Cancel, Tab moves to the action,
+   * Enter answers, Escape cancels, and closing it gives the focus back to the button
+   * that asked. Resolves true only when the action's own button was chosen.
+   */
+  function ask(label, question, danger) {
+    const dialog = $("confirm-dialog");
+    const ok = $("confirm-ok");
+    $("confirm-title").textContent = `${label}?`;
+    $("confirm-question").textContent = question;
+    ok.textContent = label;
+    ok.className = danger ? "danger" : "";
+    dialog.returnValue = "";
+    return new Promise((resolve) => {
+      dialog.addEventListener("close", () => resolve(dialog.returnValue === "ok"), { once: true });
+      dialog.showModal();
+      $("confirm-cancel").focus();
+    });
+  }
+
+  $("confirm-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    $("confirm-dialog").close("ok");
+  });
+  $("confirm-cancel").addEventListener("click", () => $("confirm-dialog").close("cancel"));
+
   function actionButton(label, question, run, danger = false) {
     return h("button", {
       type: "button", "data-action": label, class: danger ? "danger" : null,
       disabled: state.readOnly,
       onclick: async (event) => {
-        if (!window.confirm(question)) return;
         const button = event.currentTarget;
+        if (!(await ask(label, question, danger))) return;
         button.disabled = true;
         try {
           const [message, link] = await run();
@@ -167,7 +194,12 @@
         } finally {
           button.disabled = state.readOnly;
         }
-        refresh(true);
+        await refresh(true);
+        // The view was drawn again: the focus goes back to this action (or to the view).
+        const active = document.activeElement;
+        if (!active || active === document.body || !active.isConnected) {
+          if (!restoreFocus(label)) main.focus({ preventScroll: true });
+        }
       },
     }, label);
   }
@@ -239,28 +271,37 @@
     return h("span", { class: "badge warn", "data-state": "no-consumer" }, "no consumer");
   }
 
-  function rates(queue, counts, now) {
-    const list = state.history.get(queue) || [];
+  /**
+   * Completed and failed jobs per minute over the last minute, from consecutive totals.
+   * `totals` are the sidecar's finished executions since it started (the sums of
+   * celery_tasks_total), which keep moving when a queue's retention is full.
+   */
+  function rates(queue, totals, now) {
+    let list = state.history.get(queue) || [];
     const last = list[list.length - 1];
-    if (!last || last.completed !== counts.completed || last.failed !== counts.failed || now - last.t > 5000) {
-      list.push({ t: now, completed: counts.completed, failed: counts.failed });
+    // Totals that went down: the sidecar restarted (or another process took over): start over.
+    if (last && (totals.completed < last.completed || totals.failed < last.failed)) list = [];
+    const newest = list[list.length - 1];
+    if (!newest || newest.completed !== totals.completed || newest.failed !== totals.failed || now - newest.t > 5000) {
+      list.push({ t: now, completed: totals.completed, failed: totals.failed });
     }
     while (list.length > 2 && now - list[0].t > RATE_WINDOW_MS) list.shift();
     state.history.set(queue, list);
     const first = list[0];
     const minutes = (now - first.t) / 60000;
     if (minutes < 5 / 60) return null;
-    const per = (k) => Math.max(0, counts[k] - first[k]) / minutes;
+    const per = (k) => (totals[k] - first[k]) / minutes;
     return { completed: per("completed"), failed: per("failed") };
   }
 
   const VIEWS = {
     async queues() {
       const [q, w] = await Promise.all([api("/v1/jobs/queues"), workersOrNull()]);
-      return [{ q, consumers: w ? w.consumers : null }, (data) => {
+      return [{ q, consumers: w ? w.consumers : null, finished: w ? w.finished : null }, (data) => {
         const now = Date.now();
         const rows = data.q.queues.map((queue) => {
-          const r = rates(queue.name, queue.counts, now);
+          const done = data.finished ? data.finished[queue.name] : null;
+          const r = done ? rates(queue.name, { completed: done.succeeded, failed: done.failed }, now) : null;
           const consumers = data.consumers ? data.consumers[queue.name] : undefined;
           return h("tr", { "data-queue": queue.name },
             h("th", { scope: "row" }, h("a", { href: `#/queue/${enc(queue.name)}/failed/1` }, queue.name)),
@@ -275,7 +316,7 @@
           data.q.queues.length ? table([["Queue"], ...STATUSES.map((s) => [s, "num"]), ["State"],
             ["Completed/min", "num"], ["Failed/min", "num"]], rows, "Queues") :
             h("p", {}, "No queue known yet."),
-          h("p", { class: "muted" }, "Rates are computed in this page from consecutive counts over the last minute; counts of completed and failed jobs are those the sidecar retains."),
+          h("p", { class: "muted" }, "Rates: jobs that succeeded or failed per minute over the last minute, from the sidecar's totals (celery_tasks_total). The completed and failed counts are the jobs the sidecar retains."),
         ];
       }];
     },
@@ -457,7 +498,7 @@
       state.lastRender = key;
       const focused = document.activeElement && main.contains(document.activeElement) ?
         focusKey(document.activeElement) : null;
-      main.replaceChildren(...draw(data).flat().filter(Boolean));
+      main.replaceChildren(...draw(data).flat(Infinity).filter(Boolean));
       if (focused) restoreFocus(focused);
       main.setAttribute("data-view", name);
       main.setAttribute("aria-busy", "false");
@@ -468,19 +509,34 @@
     }
   }
 
-  const focusKey = (el) => el.getAttribute("href") || el.dataset.action || null;
+  /**
+   * What names a focused element across a redraw: its link or its action, else its place
+   * among the view's elements of its kind (a traceback's fold, a table's frame).
+   */
+  function focusKey(el) {
+    const named = el.getAttribute("href") || el.dataset.action;
+    if (named) return named;
+    const tag = el.tagName.toLowerCase();
+    return `${tag}:${[...main.querySelectorAll(tag)].indexOf(el)}`;
+  }
 
+  /** Focus the element of the view that `focusKey` names `k`; whether there is one. */
   function restoreFocus(k) {
-    for (const el of main.querySelectorAll("a, button")) {
-      if (focusKey(el) === k) {
+    const place = /^([a-z0-9]+):(\d+)$/.exec(k);
+    const candidates = place ? [main.querySelectorAll(place[1])[Number(place[2])]] :
+      main.querySelectorAll("a, button");
+    for (const el of candidates) {
+      if (el && focusKey(el) === k && !el.disabled) {
         el.focus();
-        return;
+        return true;
       }
     }
+    return false;
   }
 
   async function poll() {
-    if ($("key-dialog").open || document.hidden) return;
+    // Nothing is redrawn under an open dialog (the key, or an action's confirmation).
+    if (document.querySelector("dialog[open]") || document.hidden) return;
     try {
       const g = await api("/v1/jobs/generation");
       $("live").textContent = `snapshot ${g.generation}, checked ${new Date().toLocaleTimeString()}`;
