@@ -8,9 +8,12 @@ events it counted; waiting until it has counted them all.
 from __future__ import annotations
 
 import argparse
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+import httpx
 
 from testkit.exposition import Samples, total
 from testkit.sidecar import REFRESHED_AT, Sidecar
@@ -67,14 +70,16 @@ def counts(exporter: Sidecar) -> Counts:
 
 def start_exporter(
     broker_url: str, *, cpus: set[int], extra_args: Sequence[str] = (),
-    refresh_interval: float = 1.0,
+    refresh_interval: float = 1.0, env: dict[str, str] | None = None,
 ) -> tuple[Sidecar, int]:
     """`serve --refresh-interval N` pinned to `cpus`, subscribed; it and its worker's pid.
 
-    Leave it with ``with exporter:`` (that stops it and deletes its log).
+    `env` adds to (or replaces) the exporter's environment. Leave it with
+    ``with exporter:`` (that stops it and deletes its log).
     """
     exporter = Sidecar(
-        broker_url, "--refresh-interval", str(refresh_interval), *extra_args, cpus=cpus
+        broker_url, "--refresh-interval", str(refresh_interval), *extra_args, cpus=cpus,
+        env=env,
     )
     try:
         exporter.wait_ready()
@@ -102,10 +107,64 @@ def wait_drained(
     return page, changed - started
 
 
+class ScrapeProbe:
+    """GETs /metrics at a fixed interval in a thread, as Prometheus would, timing each answer.
+
+    One keep-alive connection; a request that fails counts as an error, not a latency.
+    """
+
+    def __init__(self, base_url: str, interval: float) -> None:
+        self._url = base_url + "/metrics"
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.latencies: list[float] = []
+        self.errors = 0
+
+    def __enter__(self) -> ScrapeProbe:
+        if self._interval > 0:
+            self._thread = threading.Thread(target=self._run, name="scrape-probe", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(15)
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=10.0) as client:
+            next_at = time.monotonic()
+            while not self._stop.is_set():
+                started = time.monotonic()
+                try:
+                    response = client.get(self._url)
+                    response.raise_for_status()
+                    self.latencies.append(time.monotonic() - started)
+                except httpx.HTTPError:
+                    self.errors += 1
+                next_at += self._interval
+                self._stop.wait(max(next_at - time.monotonic(), 0.0))
+
+
 def add_exporter_options(parser: argparse.ArgumentParser) -> None:
     """The flags every event-stream benchmark takes: extra `serve` arguments, pinning."""
     parser.add_argument("--exporter-arg", action="append", default=[], metavar="ARG",
                         help="extra argument for `serve`, repeatable "
                         "(e.g. --exporter-arg=--no-history)")
+    parser.add_argument("--exporter-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="environment variable for `serve`, repeatable "
+                        "(e.g. --exporter-env PYTHONMALLOC=malloc)")
     parser.add_argument("--no-pin", action="store_true",
                         help="do not pin the exporter and the publishers to separate cores")
+
+
+def exporter_env(pairs: Sequence[str]) -> dict[str, str]:
+    """The `--exporter-env NAME=VALUE` flags as a mapping."""
+    env = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise SystemExit(f"--exporter-env wants NAME=VALUE, not {pair!r}")
+        env[name] = value
+    return env

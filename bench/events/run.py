@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -26,8 +27,10 @@ if __package__ in (None, ""):
 
 from bench.events.exporter import (
     Counts,
+    ScrapeProbe,
     add_exporter_options,
     counts,
+    exporter_env,
     start_exporter,
     wait_drained,
 )
@@ -35,14 +38,15 @@ from bench.events.publishers import Published, Publishers
 from bench.events.stream import StreamConfig
 from testkit.procs import core_busy_seconds, cpu_seconds, cpu_split, memory_mb, wait_quiet
 from testkit.redis_server import RedisServer
-from testkit.report import exporter_revision, parse_count, table
+from testkit.report import exporter_revision, parse_count, percentile, table
 
 OVERLOAD_REDIS_ARGS = ("--client-output-buffer-limit", "pubsub 8mb 2mb 10")
 REDIS_DROP_LINE = "scheduled to be closed ASAP for overcoming of output buffer limits"
 HEADERS = (
     "target ev/s", "achieved ev/s", "events", "msgs", "real-time %", "rt-snap %",
     "drained %", "drain s", "missing", "lost", "reconnects", "CPU %", "µs CPU/ev",
-    "core other %", "RSS MB", "peak MB", "alive", "restarts",
+    "core other %", "scrape p50 ms", "scrape p99 ms", "scrape max ms", "RSS MB", "peak MB",
+    "alive", "restarts",
 )
 
 
@@ -67,6 +71,15 @@ class RunResult:
     stream_drops: int
     redis_drops: int
     disconnected: float
+    scrapes: tuple[float, ...] = ()
+    scrape_errors: int = 0
+
+    def scrape_ms(self, share: float) -> str:
+        """A percentile of the /metrics latencies while publishing, in ms ('' if none)."""
+        if not self.scrapes:
+            return ""
+        ms = f"{1000 * percentile(self.scrapes, share):.1f}"
+        return f"{ms} ({self.scrape_errors} errors)" if self.scrape_errors else ms
 
     def row(self) -> list[object]:
         """The table row."""
@@ -86,6 +99,9 @@ class RunResult:
             f"{100 * self.cpu:.0f}",
             f"{1e6 * self.cpu_total / max(self.drained.received, 1):.1f}",
             f"{100 * self.core_other:.0f}",
+            self.scrape_ms(0.5),
+            self.scrape_ms(0.99),
+            self.scrape_ms(1.0),
             f"{self.rss:.0f}",
             f"{self.peak:.0f}",
             "yes" if self.alive and self.metrics_answer else "NO",
@@ -108,9 +124,12 @@ def run_rate(
     pin: bool = True,
     settle: float = 20.0,
     exporter_args: tuple[str, ...] = (),
+    exporter_env: dict[str, str] | None = None,
+    scrape_interval: float = 0.1,
+    cpus: tuple[set[int], set[int]] | None = None,
 ) -> RunResult:
-    """One rate against a fresh Redis and a fresh exporter."""
-    exporter_cpus, other_cpus = cpu_split() if pin else (set(), set())
+    """One rate against a fresh Redis and a fresh exporter (`cpus`: exporter's, others')."""
+    exporter_cpus, other_cpus = (cpus or cpu_split()) if pin else (set(), set())
     shards = publisher_count(publishers, rate)
     with RedisServer(extra_args=list(redis_args), cpus=other_cpus) as redis:
         pubs = Publishers(
@@ -121,7 +140,7 @@ def run_rate(
         try:
             pubs.generate(int(rate * duration), final=True)
             exporter, worker = start_exporter(
-                redis.url, cpus=exporter_cpus, extra_args=exporter_args
+                redis.url, cpus=exporter_cpus, extra_args=exporter_args, env=exporter_env
             )
             with exporter:
                 time.sleep(1.5)  # let the first refreshes settle
@@ -130,7 +149,8 @@ def run_rate(
                 start_at = pubs.start(rate)
                 time.sleep(max(start_at - time.monotonic(), 0.0))
                 cpu0, core0 = cpu_seconds(worker), core_busy_seconds(exporter_cpus)
-                published = pubs.collect()
+                with ScrapeProbe(exporter.base_url, scrape_interval) as probe:
+                    published = pubs.collect()
                 at_end = counts(exporter)
                 cpu1, core1 = cpu_seconds(worker), core_busy_seconds(exporter_cpus)
                 wall = time.monotonic() - start_at
@@ -166,6 +186,8 @@ def run_rate(
                     stream_drops=exporter.log_count("event stream: connection lost"),
                     redis_drops=redis.log_count(REDIS_DROP_LINE),
                     disconnected=last.disconnected,
+                    scrapes=tuple(probe.latencies),
+                    scrape_errors=probe.errors,
                 )
         finally:
             pubs.close()
@@ -186,6 +208,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="seconds of the overload run (default %(default)s)")
     parser.add_argument("--drain-timeout", type=float, default=30.0,
                         help="most seconds to wait for the count to settle (default %(default)s)")
+    parser.add_argument("--scrape-interval", type=float, default=0.1,
+                        help="seconds between GETs of /metrics while publishing, timed for "
+                        "the scrape columns (default %(default)s; 0: none)")
     parser.add_argument("--settle", type=float, default=20.0,
                         help="before each rate, wait up to this many seconds for other "
                         "processes to leave the exporter's core idle (default %(default)s)")
@@ -199,22 +224,27 @@ def main(argv: list[str] | None = None) -> int:
     rates = [parse_count(r) for r in args.rates.split(",") if r.strip()]
     exporter_cpus, other_cpus = cpu_split()
     pin = not args.no_pin
+    if pin:  # this process too (it scrapes /metrics) stays off the exporter's core
+        os.sched_setaffinity(0, other_cpus)
     print(f"exporter under test: commit {exporter_revision()}")
     print(
         f"exporter: celery-jobs-exporter serve --refresh-interval 1, "
         f"{'taskset -c ' + ','.join(map(str, sorted(exporter_cpus))) if pin else 'not pinned'}; "
         f"redis-server and publishers on cpu(s) {sorted(other_cpus) if pin else 'any'}; "
         f"{args.duration:g}s per rate; stream: 10 queues, 20 task names, 8 workers, 10% failed"
-        f"{'; serve ' + ' '.join(args.exporter_arg) if args.exporter_arg else ''}",
+        f"{'; serve ' + ' '.join(args.exporter_arg) if args.exporter_arg else ''}"
+        f"{'; env ' + ' '.join(args.exporter_env) if args.exporter_env else ''}",
         flush=True,
     )
+    env = exporter_env(args.exporter_env)
     results = []
     for rate in rates:
         print(f"  running {rate:,} events/s ...", flush=True)
         results.append(run_rate(
             rate, args.duration, publishers=args.publishers,
             drain_timeout=args.drain_timeout, pin=pin, settle=args.settle,
-            exporter_args=tuple(args.exporter_arg),
+            exporter_args=tuple(args.exporter_arg), exporter_env=env,
+            scrape_interval=args.scrape_interval, cpus=(exporter_cpus, other_cpus),
         ))
     print()
     print(table(HEADERS, [r.row() for r in results]))
@@ -226,7 +256,8 @@ def main(argv: list[str] | None = None) -> int:
         result = run_rate(
             overload, args.overload_duration, publishers=args.publishers,
             redis_args=OVERLOAD_REDIS_ARGS, drain_timeout=args.drain_timeout, pin=pin,
-            settle=args.settle, exporter_args=tuple(args.exporter_arg),
+            settle=args.settle, exporter_args=tuple(args.exporter_arg), exporter_env=env,
+            scrape_interval=args.scrape_interval, cpus=(exporter_cpus, other_cpus),
         )
         print()
         print(table(HEADERS, [result.row()]))
@@ -253,6 +284,8 @@ CPU %:       user+sys of the gunicorn worker (the exporter) / wall time while pu
 µs CPU/ev:   the worker's CPU from start to drained / events counted (includes the
              refresher's fixed cost, which dominates at low rates)
 core other %: other processes' CPU on the exporter's core meanwhile (machine noise)
+scrape ms:   latency of GET /metrics, asked every --scrape-interval s while publishing
+             (p50, p99, max), from the benchmark process on the other core(s)
 RSS MB:      VmRSS of the gunicorn worker after draining; peak MB: its VmHWM
 restarts:    1 if gunicorn replaced its worker during the run""".rstrip()
 

@@ -22,7 +22,13 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bench.events.exporter import Counts, add_exporter_options, start_exporter, wait_drained
+from bench.events.exporter import (
+    Counts,
+    add_exporter_options,
+    exporter_env,
+    start_exporter,
+    wait_drained,
+)
 from bench.events.publishers import Publishers
 from bench.events.stream import StreamConfig
 from testkit.procs import cpu_split, memory_mb, wait_quiet
@@ -130,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{'taskset -c ' + ','.join(map(str, sorted(exporter_cpus))) if exporter_cpus else ''}; "
         f"{rate:,.0f} events/s; {args.failure_ratio:.0%} failed with captured tracebacks"
         f"{' made unique per task' if args.unique_tracebacks else ''}"
-        f"{'; serve ' + ' '.join(args.exporter_arg) if args.exporter_arg else ''}",
+        f"{'; serve ' + ' '.join(args.exporter_arg) if args.exporter_arg else ''}"
+        f"{'; env ' + ' '.join(args.exporter_env) if args.exporter_env else ''}",
         flush=True,
     )
     with RedisServer(cpus=other_cpus) as redis:
@@ -144,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
         pubs = Publishers(redis.host, redis.port, configs, other_cpus)
         try:
             exporter, worker = start_exporter(
-                redis.url, cpus=exporter_cpus, extra_args=args.exporter_arg
+                redis.url, cpus=exporter_cpus, extra_args=args.exporter_arg,
+                env=exporter_env(args.exporter_env),
             )
             with exporter:
                 time.sleep(2.0)

@@ -8,13 +8,14 @@ everything once, at the first refresh that reaches the broker.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator, Sequence
 
 import orjson
 import redis
 
 from exporter.core.saved import load_saved_job
-from exporter.model.jobs import Job, RetentionLimits
+from exporter.model.jobs import Job, RetentionLimits, unpack_traceback
 from exporter.protocol.errors import MalformedMessage
 from exporter.protocol.limits import DEFAULT_LIMITS, InputLimits
 from exporter.protocol.skips import SkipLog
@@ -32,11 +33,37 @@ FIELDS = (
 
 
 def dump_job(job: Job) -> bytes:
-    """One job as a JSON object (tracebacks as text, so the saved form stays readable)."""
-    saved = {field: getattr(job, field) for field in FIELDS}
-    if job.failures is not None:
-        saved["failures"] = job.failure_texts()
-    return orjson.dumps(saved)
+    """One job as a JSON object (tracebacks as text, so the saved form stays readable).
+
+    The fields are those of `FIELDS`, in that order. Under a firehose the refresher
+    saves thousands of jobs a second: the object is built in one expression, and each
+    distinct packed traceback is inflated once (failures of one code path share it).
+    """
+    failures = job.failures
+    return orjson.dumps({
+        "id": job.id,
+        "name": job.name,
+        "queue": job.queue,
+        "args": job.args,
+        "kwargs": job.kwargs,
+        "sent_at": job.sent_at,
+        "received_at": job.received_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+        "attempts": job.attempts,
+        "failures": None if failures is None else [
+            (exception, None if packed is None else _traceback_text(packed))
+            for exception, packed in failures
+        ],
+        "result": job.result,
+        "state": job.state,
+        "hostname": job.hostname,
+    })
+
+
+@functools.lru_cache(maxsize=256)
+def _traceback_text(packed: bytes) -> str | None:
+    return unpack_traceback(packed)
 
 
 class JobHistory:

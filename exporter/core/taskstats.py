@@ -10,6 +10,9 @@ from exporter.protocol.cardinality import DEFAULT_MAX_TASK_SERIES, DistinctCount
 from exporter.protocol.exceptions import DEFAULT_MAX_EXCEPTION_TYPES
 
 OTHER_TASK = "other"
+#: (queue, task name) pairs whose label (and whether their counters exist) is remembered
+#: for the event stream's hot path: a bound against a broker full of invented names.
+MAX_REMEMBERED_PAIRS = 10_000
 
 
 class Histogram:
@@ -66,6 +69,13 @@ class TaskStats:
         self._failures: dict[tuple[str, str, str], int] = {}
         self._runtime: dict[tuple[str, str], Histogram] = {}
         self._queue_wait: dict[str, Histogram] = {}
+        # A pair's label never changes once given (names and pairs are only ever
+        # added, and the limits are fixed), nor do the counters `touch` created: both
+        # are remembered, by queue then task name, so that each event costs two dict
+        # lookups instead of three set lookups and six setdefaults.
+        self._labels: dict[str, dict[str | None, str]] = {}
+        self._touched: dict[str, dict[str | None, Sequence[str]]] = {}
+        self._remembered = 0
 
     def task_label(self, name: str | None) -> str:
         """The label value for a task name: itself, or `other` once the limit is reached."""
@@ -81,6 +91,20 @@ class TaskStats:
 
     def pair_label(self, queue: str, name: str | None) -> str:
         """The task label of a (queue, task) pair: `other` past the pair budget."""
+        labels = self._labels.get(queue)
+        if labels is not None:
+            label = labels.get(name)
+            if label is not None:
+                return label
+        label = self._new_pair_label(queue, name)
+        if self._remembered < MAX_REMEMBERED_PAIRS:
+            self._remembered += 1
+            if labels is None:
+                labels = self._labels[queue] = {}
+            labels[name] = label
+        return label
+
+    def _new_pair_label(self, queue: str, name: str | None) -> str:
         label = self.task_label(name)
         if label == OTHER_TASK or (queue, label) in self._pairs:
             return label
@@ -92,10 +116,18 @@ class TaskStats:
 
     def touch(self, queue: str, task: str | None, outcomes: Sequence[str]) -> None:
         """Create a (queue, task) pair's counters at 0, so rates exist before the first end."""
+        touched = self._touched.get(queue)
+        if touched is not None and touched.get(task) is outcomes:
+            return  # done before: counters are never removed
         label = self.pair_label(queue, task)
         self._recovered.setdefault((queue, label), 0)
         for outcome in outcomes:
             self._outcomes.setdefault((queue, label, outcome), 0)
+        if self._remembered < MAX_REMEMBERED_PAIRS:
+            self._remembered += 1
+            if touched is None:
+                touched = self._touched[queue] = {}
+            touched[task] = outcomes
 
     def count(self, queue: str, task: str | None, outcome: str) -> None:
         """Add one to the (queue, task, outcome) counter."""

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from exporter.core import taskstats
 from exporter.core.taskstats import OTHER_TASK, Histogram, TaskStats
+from exporter.model.stats import TaskStatsData
 
 RUNTIME = (0.1, 1.0, 10.0)
 WAIT = (0.5, 5.0)
@@ -151,3 +155,56 @@ def test_data_is_a_copy() -> None:
     counted.observe_runtime("emails", "app.send", 1.0)
     assert before.outcomes[("emails", "app.send", "succeeded")] == 1
     assert before.runtime["emails", "app.send"].count == 1
+
+
+OPERATIONS = st.lists(
+    st.tuples(
+        st.sampled_from(["touch", "touch-other", "count", "recovered", "failure", "runtime"]),
+        st.sampled_from(["emails", "reports", "media"]),
+        st.sampled_from(["a", "b", "c", "d", "e"]) | st.none(),
+        st.sampled_from(["succeeded", "failed", "lost"]),
+    ),
+    max_size=60,
+)
+
+
+def replay(operations: list[tuple[str, str, str | None, str]]) -> TaskStatsData:
+    counted = stats(max_task_names=3, max_task_series=4)
+    outcomes, other_outcomes = ("succeeded", "failed"), ("succeeded", "failed")
+    for operation, queue, task, outcome in operations:
+        if operation == "touch":
+            counted.touch(queue, task, outcomes)
+        elif operation == "touch-other":  # equal outcomes, another tuple: counters made again
+            counted.touch(queue, task, other_outcomes)
+        elif operation == "count":
+            counted.count(queue, task, outcome)
+        elif operation == "recovered":
+            counted.count_recovered(queue, task)
+        elif operation == "failure":
+            counted.count_failure(queue, task, outcome)
+        else:
+            counted.observe_runtime(queue, task, 1.0)
+    return counted.data()
+
+
+@settings(max_examples=100, deadline=None, database=None)
+@given(OPERATIONS)
+def test_remembered_labels_count_exactly_as_labels_worked_out_each_time(
+    operations: list[tuple[str, str, str | None, str]],
+) -> None:
+    """The hot path's memory of labels and touched pairs changes no figure, past any limit."""
+    remembered = replay(operations)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(taskstats, "MAX_REMEMBERED_PAIRS", 0)
+        worked_out = replay(operations)
+    assert remembered == worked_out
+
+
+def test_remembered_pairs_are_bounded() -> None:
+    counted = stats(max_task_names=5)
+    for n in range(taskstats.MAX_REMEMBERED_PAIRS + 50):
+        counted.touch("emails", f"task-{n}", ("succeeded",))
+        counted.count("emails", f"task-{n}", "succeeded")
+    assert counted._remembered == taskstats.MAX_REMEMBERED_PAIRS
+    data = counted.data()
+    assert data.outcomes[("emails", OTHER_TASK, "succeeded")] == taskstats.MAX_REMEMBERED_PAIRS + 45

@@ -11,6 +11,7 @@ from exporter.core.tracker.outbox import Outbox
 from exporter.core.tracker.routes import Routes
 from exporter.model.jobs import (
     MAX_FAILURES,
+    MAX_TEXT,
     MAX_TRACEBACK,
     Interner,
     Job,
@@ -237,13 +238,14 @@ class JobBook:
     def _describe(self, job: Job, event: Event) -> None:
         if event.name:
             job.name = event.name
-        if event.args is not None:
-            job.args = clip(event.args)
-        if event.kwargs is not None:
-            job.kwargs = clip(event.kwargs)
+        args, kwargs = event.args, event.kwargs
+        if args is not None:
+            job.args = args if len(args) <= MAX_TEXT else clip(args)
+        if kwargs is not None:
+            job.kwargs = kwargs if len(kwargs) <= MAX_TEXT else clip(kwargs)
 
     def _on_sent(self, event: Event, task_id: str, sent_at: float) -> None:
-        eta = parse_eta(event.eta)
+        eta = None if event.eta is None else parse_eta(event.eta)
         job = self._job(task_id)
         self._describe(job, event)
         queue = event.queue or event.routing_key
@@ -263,7 +265,7 @@ class JobBook:
         job.state = "sent"
 
     def _on_received(self, event: Event, task_id: str, received_at: float) -> None:
-        eta = parse_eta(event.eta)
+        eta = None if event.eta is None else parse_eta(event.eta)
         job = self._job(task_id)
         self._describe(job, event)
         if job.received_at is None:
@@ -301,9 +303,11 @@ class JobBook:
     def _finish(
         self, event: Event, task_id: str, finished_at: float, state: str, outcome: str
     ) -> Job:
-        lost = self._unlose(task_id)
-        counted_lost = task_id in self._lost_ids
-        self._lost_ids.pop(task_id, None)
+        lost = self._unlose(task_id) if self._lost else None
+        counted_lost = False
+        if self._lost_ids and task_id in self._lost_ids:
+            counted_lost = True
+            del self._lost_ids[task_id]
         job = lost or self._inflight.get(task_id) or Job(task_id)
         if job.wait_started_at is not None:  # its task-sent never came
             self._observe_wait(job, job.ready_at)

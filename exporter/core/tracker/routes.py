@@ -43,15 +43,16 @@ class Routes:
         """The job's queue as reported (guessed and set if unknown), or None if it is
         past --max-queues. The guess: its task name's last queue, else the only queue
         its worker consumes."""
-        if job.queue is None:
+        queue = job.queue
+        if queue is None:
             queue = self._task_queue.get(job.name or "")
             if queue is None and job.hostname:
                 consumed = self._worker_queues.get(job.hostname, ())
                 if len(consumed) == 1:
                     queue = consumed[0]
             job.queue = queue
-        queue = job.queue or "unknown"
-        return queue if self.see(queue) else None
+        queue = queue or "unknown"
+        return queue if queue in self._seen or self.see(queue) else None
 
     def seen(self) -> frozenset[str]:
         """The queues the events named, within --max-queues."""
