@@ -22,6 +22,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -59,6 +60,7 @@ class Demo:
         self.port = find_free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.api_key = ""
+        self.output: list[str] = []
         self.process = subprocess.Popen(
             [sys.executable, "-m", "exporter", "demo", "--port", str(self.port)],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -77,6 +79,15 @@ class Demo:
         key = re.search(r"\(API key: (\S+)\)", banner)
         assert key and f"{self.base_url}/ui/" in banner, banner
         self.api_key = key.group(1)
+        # Keep reading what the demo prints: a full pipe would block it, and a blocked
+        # demo cannot stop the workers and redis-server it started.
+        self._drain = threading.Thread(target=self._read_rest, daemon=True)
+        self._drain.start()
+
+    def _read_rest(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.output.append(line)
 
     def stop(self) -> None:
         """Ctrl-C, as a person would: the demo stops everything it started."""
