@@ -114,14 +114,18 @@ def _wait(condition_name: str, check: object, timeout: float, processes: Process
 
 @contextlib.contextmanager
 def _interrupts_as_keyboard_interrupt() -> Iterator[None]:
+    """SIGTERM and SIGINT stop the demo. SIGINT too, explicitly: a shell script that
+    starts the demo with `&` makes it ignore SIGINT, and Python then keeps it ignored."""
+
     def handler(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, handler)
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, action in previous.items():
+            signal.signal(sig, action)
 
 
 def run_demo(*, exporter_port: int, redis_port: int = 0) -> None:
