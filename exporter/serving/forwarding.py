@@ -6,7 +6,9 @@ the actions. It listens on a private Unix socket in the state directory
 (method, path, query, headers, body) and relays the owner's response unchanged
 (`ForwardToOwner`), so authentication, bodies and errors are the same whichever
 process a client reached. When the owner cannot be reached (it died and another
-worker is taking over), the local app answers, with its 503.
+worker is taking over), the local app answers, with its 503. When the owner got a
+request but did not answer in time, a read falls back the same way, but an action
+gets 504: it may have been done, so the client must not simply repeat it.
 
 A frame on the socket is a 4-byte big-endian length and that many bytes; a request is
 a JSON head then the body, a response likewise.
@@ -44,6 +46,14 @@ MAX_RESPONSE_BYTES = 256 << 20
 FORWARD_TIMEOUT = 60.0
 #: Longest connecting to the owner may take before the local 503 answers instead.
 CONNECT_TIMEOUT = 2.0
+#: Methods that change nothing: one the owner did not answer can fall back to the local 503.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+#: Why an action the owner received but did not answer gets 504, not a retryable 503.
+UNANSWERED_ACTION = (
+    f"the web worker that runs actions received this request but did not answer within "
+    f"{FORWARD_TIMEOUT:.0f} s; it may still have done it: check GET /v1/jobs/audit "
+    "before repeating it"
+)
 _LENGTH = struct.Struct(">I")
 
 
@@ -221,10 +231,24 @@ class ForwardToOwner:
             await _too_large(send)
             return
         try:
-            head, response = await asyncio.wait_for(self._ask(scope, body), FORWARD_TIMEOUT)
-        except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError) as exc:
-            log.debug("the refresher's owner did not answer %s: %s", scope["path"], exc)
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_unix_connection(str(self._path)), CONNECT_TIMEOUT
+            )
+        except (TimeoutError, OSError) as exc:
+            log.debug("the refresher's owner is not listening for %s: %s", scope["path"], exc)
             await self._app(scope, _replay(body), send)  # its 503 says why
+            return
+        try:
+            head, response = await asyncio.wait_for(
+                _exchange(reader, writer, scope, body), FORWARD_TIMEOUT
+            )
+        except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError) as exc:
+            log.warning("the refresher's owner did not answer %s %s: %s",
+                        scope["method"], scope["path"], exc)
+            if scope["method"] in SAFE_METHODS:
+                await self._app(scope, _replay(body), send)  # a read: its 503 says why
+            else:  # the owner got the action and may have done it: say so, do not guess
+                await _json_answer(send, 504, UNANSWERED_ACTION)
             return
         log.debug("answered %s %s through the refresher's owner", scope["method"], scope["path"])
         await send({
@@ -233,23 +257,29 @@ class ForwardToOwner:
         })
         await send({"type": "http.response.body", "body": response})
 
-    async def _ask(self, scope: Scope, body: bytes) -> tuple[dict[str, Any], bytes]:
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_unix_connection(str(self._path)), CONNECT_TIMEOUT
-        )
-        try:
-            writer.write(_frame(_head_of(scope)) + _frame(body))
-            await writer.drain()
-            head = orjson.loads(await _read_frame(reader, MAX_REQUEST_BYTES))
-            return head, await _read_frame(reader, MAX_RESPONSE_BYTES)
-        finally:
-            writer.close()
+
+async def _exchange(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, scope: Scope, body: bytes
+) -> tuple[dict[str, Any], bytes]:
+    """Send one request to the owner and read its answer: its head, then its body."""
+    try:
+        writer.write(_frame(_head_of(scope)) + _frame(body))
+        await writer.drain()
+        head = orjson.loads(await _read_frame(reader, MAX_REQUEST_BYTES))
+        return head, await _read_frame(reader, MAX_RESPONSE_BYTES)
+    finally:
+        writer.close()
 
 
 async def _too_large(send: Send) -> None:
-    body = orjson.dumps({"message": f"request body over {MAX_REQUEST_BYTES} bytes"})
+    await _json_answer(send, 413, f"request body over {MAX_REQUEST_BYTES} bytes")
+
+
+async def _json_answer(send: Send, status: int, message: str) -> None:
+    """An error answered by the middleware itself, shaped like the Jobs API's errors."""
+    body = orjson.dumps({"message": message})
     await send({
-        "type": "http.response.start", "status": 413,
+        "type": "http.response.start", "status": status,
         "headers": [(b"content-type", b"application/json"),
                     (b"content-length", str(len(body)).encode()),
                     (b"x-content-type-options", b"nosniff"), (b"cache-control", b"no-store")],

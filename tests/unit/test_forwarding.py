@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import socket
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ import orjson
 import pytest
 from falcon.asgi import Request, Response
 
+from exporter.serving import forwarding
 from exporter.serving.forwarding import (
     MAX_REQUEST_BYTES,
     AsgiApp,
@@ -140,6 +143,53 @@ def test_a_body_over_the_limit_is_refused_before_forwarding(
     )
     assert status == 413 and headers["content-type"] == "application/json"
     assert "over 1048576 bytes" in orjson.loads(body)["message"]
+
+
+@pytest.fixture
+def silent_owner(socket_path: Path) -> Iterator[list[bytes]]:
+    """An owner that takes each request and never answers; what it received."""
+    received: list[bytes] = []
+    done = threading.Event()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(socket_path))
+    listener.listen()
+    listener.settimeout(0.1)
+
+    def serve() -> None:
+        held: list[socket.socket] = []
+        while not done.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            received.append(conn.recv(65536))
+            held.append(conn)  # kept open, unanswered
+        for conn in held:
+            conn.close()
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    yield received
+    done.set()
+    thread.join()
+    listener.close()
+
+
+def test_an_action_the_owner_took_but_did_not_answer_gets_504_not_a_retry(
+    silent_owner: list[bytes], socket_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The owner may have done it: 504 naming the audit log, never the follower's 503 that
+    invites a repeat. A read it did not answer falls back to the local answer."""
+    monkeypatch.setattr(forwarding, "FORWARD_TIMEOUT", 0.3)
+    follower = ForwardToOwner(echo_app("follower"), lambda: False, socket_path)
+    status, headers, body = call(follower, "POST", "/v1/jobs/queues/emails/pause", b"{}")
+    assert b"/v1/jobs/queues/emails/pause" in silent_owner[0]
+    assert status == 504 and headers["content-type"] == "application/json"
+    assert "may still have done it" in orjson.loads(body)["message"]
+    assert "/v1/jobs/audit" in orjson.loads(body)["message"]
+    status, headers, _ = call(follower, "GET", "/v1/jobs/queues")
+    assert status == 200 and headers["x-answered-by"] == "follower"
+    assert len(silent_owner) == 2
 
 
 def test_a_new_owner_replaces_the_socket_a_dead_one_left(socket_path: Path) -> None:
