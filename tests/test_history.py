@@ -137,3 +137,44 @@ def test_load_reads_in_bounded_chunks_newest_first(redis_server: RedisServer) ->
     assert [len(c) for c in chunks if c] == [LOAD_CHUNK, 30]
     assert [job.id for chunk in chunks for job in chunk] == ids[::-1]
     client.close()
+
+
+def test_a_retry_link_is_saved_in_place_and_loads_back(
+    redis_server: RedisServer,
+    refresher_and_tracker: tuple[Refresher, TaskTracker, JobHistory],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`retriedBy` survives a restart: the saved entry is edited where it is, even when a
+    save pushes onto the list between the lookup and the write."""
+    refresher, tracker, history = refresher_and_tracker
+    refresher.refresh_once()
+    ids, events = failed_task_events(5, "work", start=1_000.0)
+    tracker.apply_batch(events_from(events))
+    refresher.refresh_once()
+    key = history.key("failed", "work")
+    admin = redis_server.client()
+    before = admin.lrange(key, 0, -1)
+
+    assert history.mark_retried("work", ids[1], "run-2")
+    after = admin.lrange(key, 0, -1)
+    changed = [i for i, (old, new) in enumerate(zip(before, after, strict=True)) if old != new]
+    assert changed == [3]  # newest first: ids[1] is the fourth entry, and only it changed
+    loaded = {job.id: job.retried_by for chunk in history.load() for job in chunk}
+    assert loaded == {task_id: ("run-2" if task_id == ids[1] else None) for task_id in ids}
+
+    # A save lands between the lookup and the write: the entry moved one place down.
+    lookup = history._entries_of
+    def lookup_then_save(key: str, task_id: str) -> Iterator[Any]:
+        found = list(lookup(key, task_id))
+        if admin.llen(key) == len(ids):
+            _newer, more = failed_task_events(1, "work", start=2_000.0)
+            tracker.apply_batch(events_from(more))
+            refresher.refresh_once()
+        yield from found
+    monkeypatch.setattr(history, "_entries_of", lookup_then_save)
+    assert history.mark_retried("work", ids[3], "run-4")
+    loaded = {job.id: job.retried_by for chunk in history.load() for job in chunk}
+    assert loaded[ids[3]] == "run-4" and loaded[ids[1]] == "run-2"
+    assert len(loaded) == len(ids) + 1 and sum(v is not None for v in loaded.values()) == 2
+    assert not history.mark_retried("work", "never-saved", "run-x")
+    admin.close()

@@ -210,6 +210,15 @@ def test_a_retry_runs_the_exact_arguments_kept_by_the_result_backend(stack: Stac
     assert stack.calls(lost) == [] and len(stack.calls(big)) == 1
     assert counted(car.metrics(), "retry-failed", "ok") == 1
 
+    # A new sidecar loads the saved history with each failed job's link to its rerun.
+    [second_run] = [r.json()["job"]["id"] for r in statuses if r.status_code == 202]
+    car.stop()
+    reloaded = stack.sidecar()
+    api = ActionsClient(reloaded.base_url, ADMIN)
+    reloaded.wait_for(lambda s: queue_counts(s, queue)["failed"] == 4)
+    links = {job["id"]: job.get("retriedBy") for job in api.jobs(queue, "failed")}
+    assert links == {first: new_id, second: second_run, later: again, forgotten: None}
+
 
 def test_a_retry_runs_the_exact_arguments_of_a_message_the_sidecar_read(stack: Stack) -> None:
     """Without a result backend, the call comes from the message a Jobs API page decoded

@@ -333,8 +333,19 @@ class JobActions:
     ) -> tuple[RetryDone, str]:
         new_id = self._control.publish_again(call.name, call.args, call.kwargs, queue, task_id)
         self._tracker.mark_retried(queue, task_id, new_id)
+        self._save_retried_link(queue, task_id, new_id)
         done = RetryDone(new_id, task_id, call.name, queue, call.args, call.kwargs, source)
         return done, f"published as {new_id} (arguments from the {source.replace('-', ' ')})"
+
+    def _save_retried_link(self, queue: str, task_id: str, new_id: str) -> None:
+        """Keep `retriedBy` across a restart; the retry itself is done either way."""
+        if self._history is None:
+            return
+        try:
+            self._history.mark_retried(queue, task_id, new_id)
+        except redis.RedisError as exc:
+            log.warning("job %s was retried as %s, but the link was not saved: %s",
+                        task_id, new_id, exc)
 
     def _retry_each(self, queue: str, task_ids: list[str]) -> tuple[BulkRetryDone, str]:
         retried: list[str] = []

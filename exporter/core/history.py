@@ -28,8 +28,19 @@ LOAD_CHUNK = 1000
 
 FIELDS = (
     "id", "name", "queue", "args", "kwargs", "sent_at", "received_at", "started_at",
-    "finished_at", "attempts", "failures", "result", "state", "hostname",
+    "finished_at", "attempts", "failures", "result", "state", "hostname", "retried_by",
 )
+
+#: Replaces one saved entry with its edited copy if it is still where it was read.
+_REPLACE_AT = """
+if redis.call('LINDEX', KEYS[1], ARGV[1]) == ARGV[2] then
+  redis.call('LSET', KEYS[1], ARGV[1], ARGV[3])
+  return 1
+end
+return 0
+"""
+#: Tries at finding an entry again after the list moved under it (a save pushed).
+_REPLACE_TRIES = 3
 
 
 def dump_job(job: Job) -> bytes:
@@ -58,6 +69,7 @@ def dump_job(job: Job) -> bytes:
         "result": job.result,
         "state": job.state,
         "hostname": job.hostname,
+        "retried_by": job.retried_by,
     })
 
 
@@ -83,6 +95,7 @@ class JobHistory:
         self._skips = SkipLog("history")
         #: Saved entries skipped on loading because they were not saved jobs.
         self.malformed = 0
+        self._replace_at = client.register_script(_REPLACE_AT)
 
     def key(self, status: str, queue: str) -> str:
         """The list holding one queue's jobs of one status (`completed` or `failed`)."""
@@ -113,20 +126,46 @@ class JobHistory:
 
     def remove(self, queue: str, task_id: str) -> int:
         """Delete the saved copies of one job of `queue` (an admin removed it); how many."""
-        needle = orjson.dumps(task_id)
         removed = 0
         for status in ("completed", "failed"):
             key = self.key(status, queue)
-            for raw in self._client.lrange(key, 0, -1):
-                if not isinstance(raw, bytes) or needle not in raw:
-                    continue
-                try:
-                    saved = orjson.loads(raw)
-                except orjson.JSONDecodeError:
-                    continue
-                if isinstance(saved, dict) and saved.get("id") == task_id:
-                    removed += int(self._client.lrem(key, 0, raw))  # type: ignore[arg-type]
+            for _index, raw, _saved in list(self._entries_of(key, task_id)):
+                removed += int(self._client.lrem(key, 0, raw))  # type: ignore[arg-type]
         return removed
+
+    def mark_retried(self, queue: str, task_id: str, new_id: str) -> bool:
+        """Note in the saved copy of a job the id of the run that retries it.
+
+        The entry is edited in place (same position in its list), so the link survives
+        a restart; whether a saved copy was found. A save that moves the list between
+        the read and the write is detected and the entry looked up again.
+        """
+        for status in ("failed", "completed"):
+            key = self.key(status, queue)
+            for _ in range(_REPLACE_TRIES):
+                found = next(self._entries_of(key, task_id), None)
+                if found is None:
+                    break
+                index, raw, saved = found
+                saved["retried_by"] = new_id
+                if self._replace_at(keys=[key], args=[index, raw, orjson.dumps(saved)]):
+                    return True
+        return False
+
+    def _entries_of(
+        self, key: str, task_id: str
+    ) -> Iterator[tuple[int, bytes, dict[str, object]]]:
+        """The position, bytes and decoded object of each saved entry of `task_id` in `key`."""
+        needle = orjson.dumps(task_id)
+        for index, raw in enumerate(self._client.lrange(key, 0, -1)):
+            if not isinstance(raw, bytes) or needle not in raw:
+                continue
+            try:
+                saved = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(saved, dict) and saved.get("id") == task_id:
+                yield index, raw, saved
 
     def load(self, admit: Callable[[str], bool] = lambda queue: True) -> Iterator[list[Job]]:
         """Every saved job in chunks, newest first within each list; unreadable ones skipped.

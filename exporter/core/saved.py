@@ -40,6 +40,7 @@ class SavedJob(msgspec.Struct):
     failures: list[tuple[str | None, str | None]] | None = None
     result: str | None = None
     hostname: Identifier | None = None
+    retried_by: Identifier | None = None
 
 
 _DECODER = msgspec.json.Decoder(SavedJob)
@@ -67,6 +68,7 @@ def load_saved_job(
     job.sent_at, job.received_at = saved.sent_at, saved.received_at
     job.started_at, job.finished_at = saved.started_at, saved.finished_at
     job.attempts = saved.attempts
+    job.retried_by = saved.retried_by
     if saved.failures is not None:
         job.failures = [
             (clip(exc, MAX_TEXT), pack_traceback(clip(tb, MAX_TRACEBACK)))

@@ -30,6 +30,14 @@ def test_a_saved_job_holds_every_field_in_order() -> None:
     assert loaded.failure_texts() == job.failure_texts()
 
 
+def test_the_retry_link_is_saved_and_loaded() -> None:
+    job = failed_job("t1", "Traceback: one\n")
+    assert load_saved_job(dump_job(job), "failed").retried_by is None
+    job.retried_by = "t2"
+    assert orjson.loads(dump_job(job))["retried_by"] == "t2"
+    assert load_saved_job(dump_job(job), "failed").retried_by == "t2"
+
+
 def test_jobs_sharing_a_traceback_each_save_their_own_texts() -> None:
     one, two = failed_job("t1", "Traceback: shared\n"), failed_job("t2", "Traceback: shared\n")
     three = failed_job("t3", "Traceback: other\n")
