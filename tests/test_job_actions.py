@@ -381,6 +381,7 @@ def test_cancel_of_delayed_paused_and_active_jobs_and_a_409_for_a_completed_one(
     cancels = entries_of(api, "cancel", running)
     assert [e["params"] for e in cancels] == [{"terminate": True, "signal": "SIGTERM"}, {}]
     assert all((e["key"], e["outcome"]) == (ADMIN.name, "ok") for e in cancels)
+    samples = car.wait_refreshes(2)  # a snapshot begun after the last action
     assert (counted(samples, "cancel", "ok"), counted(samples, "cancel", "refused")) == (4, 1)
 
 

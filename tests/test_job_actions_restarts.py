@@ -113,7 +113,7 @@ def test_a_pause_outlives_worker_and_sidecar_restarts_and_resume_gives_the_queue
     again = api.resume(queue)  # a redundant resume changes nothing
     assert again.status_code == 202, again.text
     assert active_queues(stack.app, worker.hostname) == {queue, other}
-    samples = car.wait_refreshes(1)
+    samples = car.wait_refreshes(2)
     assert (counted(samples, "resume", "ok"), counted(samples, "pause", "ok")) == (2, 0)
 
 
@@ -159,7 +159,7 @@ def test_an_action_that_fails_after_its_audit_entry_is_recorded_failed(stack: St
     assert [(e["action"], e["outcome"]) for e in entries] == [
         ("purge", "failed"), ("pause", "failed")
     ]
-    samples = car.wait_refreshes(1)
+    samples = car.wait_refreshes(2)
     assert (counted(samples, "pause", "failed"), counted(samples, "pause", "ok")) == (1, 0)
     assert (counted(samples, "purge", "failed"), counted(samples, "purge", "ok")) == (1, 0)
 
@@ -200,7 +200,7 @@ def test_with_the_broker_unreachable_an_action_is_refused_and_nothing_is_recorde
     assert consumes(stack, worker, {queue})
     assert stack.calls("gate-nobody") == []
     assert len(stack.calls("gate-unreachable")) == 1
-    samples = car.wait_refreshes(1)
+    samples = car.wait_refreshes(2)
     for action in ("pause", "resume", "retry", "remove", "cancel", "purge"):
         assert counted(samples, action, "refused") == 1, action
         assert counted(samples, action, "failed") == 0, action

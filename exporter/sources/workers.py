@@ -3,6 +3,12 @@
 The five inspect commands (active, reserved, scheduled, active_queues, stats) are
 published together and their replies collected by one consumer within one bounded
 wait, which ends early once every expected worker has answered all five.
+
+kombu waits for replies with a blocking BRPOP, and closing the connection waits for
+the one still pending: with its default 1 s timeout, a round that ran to its deadline
+(no worker known yet, or one not answering) took up to a second longer than asked.
+Once the server is known to take fractional timeouts (Redis 6.0 and later), the
+BRPOP timeout is `REPLY_POLL_SECONDS`.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import redis
 from celery import Celery
 from kombu.messaging import Consumer
 from kombu.utils.uuid import uuid
@@ -22,6 +29,9 @@ from exporter.sources.redis import kombu_url
 
 log = logging.getLogger(__name__)
 
+#: kombu's BRPOP timeout while collecting replies, on servers that accept fractions.
+REPLY_POLL_SECONDS = 0.1
+
 
 class WorkersSource:
     """Broadcasts inspect commands through Celery's own remote-control mailbox."""
@@ -29,6 +39,12 @@ class WorkersSource:
     def __init__(self, app: Celery, timeout: float) -> None:
         self._app = app
         self._timeout = timeout
+        #: Transport options of the next rounds' connections, once the server is known.
+        self._short_polls: dict[str, Any] | None = None
+        # Replies come back on a queue named after the mailbox object (its oid): a new
+        # mailbox per round would add a binding per round to Redis, kept as long as
+        # rounds go on. One mailbox for the source's life; each round passes its channel.
+        self._mailbox = app.control.mailbox(None)
 
     def read(self, expected_workers: Iterable[str] = ()) -> WorkersReading:
         """One broadcast round; returns early when every expected worker answered."""
@@ -37,9 +53,11 @@ class WorkersSource:
         tickets = {uuid(): command for command in COMMANDS}
         bodies: dict[str, dict[str, Any]] = {command: {} for command in COMMANDS}
 
-        with self._app.connection_for_write() as connection:
-            mailbox = self._app.control.mailbox(connection)
+        with self._app.connection_for_write(transport_options=self._short_polls) as connection:
+            mailbox = self._mailbox
             channel = connection.default_channel
+            if self._short_polls is None:
+                self._short_polls = _short_polls_for(channel)
 
             def on_reply(body: Any, message: Any) -> None:
                 command = tickets.get(message.headers.get("ticket"))
@@ -71,6 +89,17 @@ class WorkersSource:
             duration=time.monotonic() - started,
             malformed=malformed,
         )
+
+
+def _short_polls_for(channel: Any) -> dict[str, Any]:
+    """Transport options that shorten kombu's BRPOP, if this Redis takes fractions."""
+    try:
+        version = str(channel.client.info("server").get("redis_version", ""))
+        major = int(version.split(".")[0])
+    except (redis.RedisError, ValueError, AttributeError) as exc:
+        log.debug("the broker's Redis version is not known (%s): 1 s reply polls", exc)
+        return {}
+    return {"polling_interval": REPLY_POLL_SECONDS} if major >= 6 else {}
 
 
 def make_inspect_app(broker_url: str, transport_options: Mapping[str, Any]) -> Celery:
