@@ -502,6 +502,10 @@ def test_an_operator_walks_the_console(
         console.until(lambda: marker in console.css("pre.traceback").text
                       and "ValueError" in console.css("pre.traceback").text)
         assert marker in console.text('pre[data-field="data"]')
+        # Fold the traceback: the redraws that follow keep it folded.
+        console.click("main details summary")
+        folded = "return !document.querySelector('main details').open"
+        assert browser.execute_script(folded)
 
         # Retry: the outcome names the new run, and the old job links to it.
         question = console.confirm('button[data-action="Retry"]')
@@ -511,6 +515,7 @@ def test_an_operator_walks_the_console(
         assert "retried as new job" in console.text("#notice")
         console.until(lambda: console.css('[data-field="retriedBy"]').text == new_id,
                       what="retriedBy link")
+        assert browser.execute_script(folded), "the redraw unfolded the traceback"
         console.click('[data-field="retriedBy"]')
         console.until(lambda: console.css("main h1 code").text == new_id)
         console.until(lambda: marker in console.css('pre[data-field="data"]').text)
@@ -557,6 +562,49 @@ def test_an_operator_walks_the_console(
         console.assert_clean()
     finally:
         app.close()
+
+
+def test_escape_at_the_key_prompt_says_why_and_does_not_ask_again(
+    redis_server: RedisServer,
+) -> None:
+    """Escape on the first key dialog: the view shows the API's 401 and a button to
+    enter a key, and polling (every 2 s) does not open the dialog again. Under
+    --no-auth, Escape shows the data."""
+    assert MISSING_BROWSER is None, MISSING_BROWSER
+    keyed = Sidecar(redis_server.url, *SIDECAR, "--api-key", KEY)
+    open_car = Sidecar(redis_server.url, *SIDECAR, "--no-auth")
+    made: Console | None = None
+    try:
+        keyed.wait_ready()
+        open_car.wait_ready()
+        made = Console(keyed.base_url)
+        made.driver.get(f"{keyed.base_url}/ui/")
+        made.until(lambda: made.css("#key-dialog").is_displayed(), what="key dialog")
+        made.press(Keys.ESCAPE)
+        made.view("error")
+        assert "an API key is required" in made.text("main .notice.error")
+        made.until(lambda: "not updated" in made.text("#live"), what="a refused poll")
+        refused = made.text("#live")
+        made.until(lambda: made.text("#live") != refused, what="the next poll")
+        assert not made.css("#key-dialog").is_displayed(), "a poll asked for the key again"
+        made.click("#key-retry")
+        made.until(lambda: made.css("#key-dialog").is_displayed(), what="key dialog again")
+        made.css("#key-input").send_keys(KEY)
+        made.click("#key-form button[type=submit]")
+        made.view("queues")
+        made.until(lambda: made.css(f'tr[data-queue="{QUEUE}"]'), what="the queue")
+
+        made.driver.execute_script("sessionStorage.clear()")
+        made.driver.get(f"{open_car.base_url}/ui/")
+        made.until(lambda: made.css("#key-dialog").is_displayed(), what="key dialog")
+        made.press(Keys.ESCAPE)
+        made.view("queues")
+        made.until(lambda: made.css(f'tr[data-queue="{QUEUE}"]'), what="the queue")
+    finally:
+        if made is not None:
+            made.close()
+        keyed.stop()
+        open_car.stop()
 
 
 def test_a_read_only_sidecar_shows_why_and_disables_actions(

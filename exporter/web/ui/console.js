@@ -21,6 +21,8 @@
   const state = {
     generation: null,
     lastRender: null, // JSON of the data the current view was drawn from
+    lastWhere: null, // JSON of the route the current view was drawn for
+    keyDeclined: false, // the key dialog was dismissed: do not open it again unasked
     readOnly: false,
     busy: false,
     history: new Map(), // queue -> [{t, completed, failed}]
@@ -114,7 +116,8 @@
     }
     if (!resp.ok) {
       const message = (data && data.message) || `${resp.status} ${resp.statusText}`;
-      if (method === "GET" && (resp.status === 401 || resp.status === 403)) askKey(message);
+      // Asked once: after Escape the view says why and offers the key button instead.
+      if (method === "GET" && (resp.status === 401 || resp.status === 403) && !state.keyDeclined) askKey(message);
       throw new ApiError(resp.status, message);
     }
     return data;
@@ -133,12 +136,17 @@
   $("key-form").addEventListener("submit", (event) => {
     event.preventDefault();
     sessionStorage.setItem(KEY_STORE, $("key-input").value.trim());
+    state.keyDeclined = false;
     $("key-input").value = "";
     $("key-dialog").close();
     setReadOnly(null);
     refresh(true);
   });
   $("key-button").addEventListener("click", () => askKey(""));
+  $("key-dialog").addEventListener("cancel", () => {
+    state.keyDeclined = true;
+    if (!main.hasAttribute("data-view")) refresh(true); // nothing drawn yet: show what a read answers
+  });
 
   // -- actions --------------------------------------------------------------------------
 
@@ -493,19 +501,31 @@
     try {
       const [data, draw] = await VIEWS[name](...args);
       if (seq !== renderSeq) return;
-      const key = JSON.stringify([name, args.map(String), data]);
+      const where = JSON.stringify([name, args.map(String)]);
+      const key = JSON.stringify([where, data]);
       if (!force && key === state.lastRender) return;
       state.lastRender = key;
       const focused = document.activeElement && main.contains(document.activeElement) ?
         focusKey(document.activeElement) : null;
+      // A redraw of the same view keeps what the reader folded or unfolded.
+      const folds = where === state.lastWhere ? [...main.querySelectorAll("details")].map((d) => d.open) : [];
       main.replaceChildren(...draw(data).flat(Infinity).filter(Boolean));
+      main.querySelectorAll("details").forEach((d, i) => {
+        if (i < folds.length) d.open = folds[i];
+      });
+      state.lastWhere = where;
       if (focused) restoreFocus(focused);
       main.setAttribute("data-view", name);
       main.setAttribute("aria-busy", "false");
     } catch (err) {
       if (seq !== renderSeq) return;
       state.lastRender = null;
-      main.replaceChildren(h("h1", {}, "Could not load this view"), h("p", { class: "notice error" }, err.message));
+      state.lastWhere = null;
+      const keyProblem = err.status === 401 || err.status === 403;
+      main.replaceChildren(h("h1", {}, "Could not load this view"), h("p", { class: "notice error" }, err.message),
+        keyProblem ? h("p", {}, h("button", { type: "button", id: "key-retry", onclick: () => askKey(err.message) }, "Enter an API key")) : null);
+      main.setAttribute("data-view", "error");
+      main.setAttribute("aria-busy", "false");
     }
   }
 
@@ -545,7 +565,7 @@
         await refresh(false);
       }
     } catch (err) {
-      $("live").textContent = `not updated: ${err.message}`;
+      $("live").textContent = `not updated, checked ${new Date().toLocaleTimeString()}: ${err.message}`;
     }
   }
 
