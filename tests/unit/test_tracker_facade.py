@@ -83,6 +83,22 @@ def test_finished_jobs_reach_the_store_the_stats_and_the_outbox() -> None:
     assert tracker.take_unsaved() == []
 
 
+def test_a_job_dropped_from_active_keeps_its_name_for_an_end_that_comes_late() -> None:
+    """A reply no longer held it (its pool process was killed), then its task-failed came
+    from the worker's next batch: counted as a failure of its task, in its queue."""
+    tracker = make_tracker()
+    started, ended = run("k", NOW, end="task-failed")[:3], run("k", NOW, end="task-failed")[3]
+    tracker.apply_batch(started)
+    tracker.drop_active(["k"])
+    assert tracker.active() == ()
+    tracker.apply_batch([ended])
+    view = tracker.view()
+    assert view.stats.outcomes[("q", "app.job", "failed")] == 1
+    assert view.retained == {"q": (0, 1)}
+    [job] = tracker.take_unsaved()
+    assert (job.id, job.name, job.state) == ("k", "app.job", "failed")
+
+
 def test_heartbeats_reveal_missed_starts_in_the_stream_counters() -> None:
     tracker = make_tracker()
     beat = {"type": "worker-heartbeat", "hostname": "w@h", "timestamp": NOW, "pid": 7}

@@ -161,7 +161,7 @@ class TaskTracker:
             self._jobs.revive(task_ids)
 
     def drop_active(self, task_ids: Iterable[str]) -> None:
-        """Forget running jobs that no worker holds any more (their end was never seen)."""
+        """Running jobs no worker holds any more stop being active (see JobBook)."""
         with self.lock:
             self._jobs.drop_active(task_ids)
 

@@ -135,11 +135,15 @@ class JobBook:
                 self._recently_finished.pop(task_id, None)
 
     def drop_active(self, task_ids: Iterable[str]) -> None:
-        """Forget running jobs that no worker holds any more (their end was never seen)."""
+        """Running jobs no worker holds any more are no longer active.
+
+        Their end may still come: a worker sends task events in batches, so a reply can
+        miss a job whose task-failed (a killed pool process) is on its way. The job stays
+        known until then (or until evicted past --max-tracked-jobs), so that its end is
+        counted under its task name, not as a job never seen.
+        """
         for task_id in task_ids:
-            job = self._active.pop(task_id, None)
-            if job is not None:
-                self._inflight.pop(task_id, None)
+            self._active.pop(task_id, None)
 
     def stop_running_on(self, hostname: str) -> None:
         """The worker said goodbye: its jobs are no longer active."""
