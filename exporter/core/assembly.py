@@ -26,6 +26,7 @@ class SnapshotInputs:
     broker: BrokerReading | None
     workers: WorkersReading | None
     workers_healthy: bool
+    #: Each worker's queues per its last complete reply.
     known_worker_queues: Mapping[str, tuple[str, ...]]
     known_worker_replied_at: Mapping[str, float]
     tracker: TrackerView
@@ -39,6 +40,8 @@ class SnapshotInputs:
     stranded: frozenset[str] = frozenset()
     #: The age of each queue's next job in its lists (core.heads).
     head_ages: Mapping[str, HeadAge] = field(default_factory=dict)
+    #: Each worker's pool size per the last reply that gave it (`stats`).
+    known_worker_concurrency: Mapping[str, int] = field(default_factory=dict)
 
 
 def live_workers(inputs: SnapshotInputs) -> dict[str, WorkerState]:
@@ -71,13 +74,22 @@ def live_workers(inputs: SnapshotInputs) -> dict[str, WorkerState]:
         ) or None
         if not up and (last_seen is None or inputs.now - last_seen > inputs.forget_after):
             continue
-        queues = reply.queues if reply else inputs.known_worker_queues.get(hostname, ())
+        # A reply missing some answers (one came after the deadline) is no news about
+        # what it did not answer: queues and pool size are then the last ones known.
+        known_queues = inputs.known_worker_queues.get(hostname)
+        if reply is not None and (reply.complete or known_queues is None):
+            queues = reply.queues
+        else:
+            queues = known_queues or ()
+        concurrency = reply.concurrency if reply is not None else None
+        if concurrency is None:
+            concurrency = inputs.known_worker_concurrency.get(hostname)
         states[hostname] = WorkerState(
             hostname=hostname,
             up=up,
             queues=queues,
             active=len(reply.active) if reply else (heartbeat.active or 0 if heartbeat else 0),
-            concurrency=reply.concurrency if reply else None,
+            concurrency=concurrency,
             last_seen=last_seen,
         )
     return states

@@ -134,6 +134,7 @@ class Refresher:
         self._workers = _SourceState[WorkersReading]("workers", enabled=workers is not None)
         self._events_enabled = events_enabled
         self._known_worker_queues: dict[str, tuple[str, ...]] = {}
+        self._known_worker_concurrency: dict[str, int] = {}
         self._expected_workers: set[str] = set()
         #: When each worker now down was declared down, and what it held then.
         self._down_since: dict[str, float] = {}
@@ -219,6 +220,8 @@ class Refresher:
                     self._worker_replied_at[hostname] = workers.read_at
                     if reply.complete:
                         self._known_worker_queues[hostname] = reply.queues
+                    if reply.concurrency is not None:
+                        self._known_worker_concurrency[hostname] = reply.concurrency
             except Exception as exc:
                 self._workers.failed(exc, time.monotonic() - started)
 
@@ -284,6 +287,7 @@ class Refresher:
             workers_healthy=self._workers.up,
             known_worker_queues=self._known_worker_queues,
             known_worker_replied_at=self._worker_replied_at,
+            known_worker_concurrency=self._known_worker_concurrency,
             # Who is up is decided before the view: declaring the others down writes.
             tracker=TrackerView.of_workers(self._tracker.workers_seen()),
             configured_queues=self._settings.queues,

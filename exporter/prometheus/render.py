@@ -151,8 +151,8 @@ class _SnapshotCollector:
         )
         concurrency = GaugeMetricFamily(
             "celery_worker_concurrency",
-            "The worker's pool size (processes or threads), from its stats reply; only "
-            "for live workers that answered.",
+            "The worker's pool size (processes or threads), from the last stats reply "
+            "that gave it; only for live workers.",
             labels=["worker"],
         )
         for worker in self._snapshot.workers.values():

@@ -350,6 +350,29 @@ def test_a_worker_that_answered_is_up_with_what_it_said() -> None:
     }
 
 
+def test_a_reply_missing_answers_keeps_the_queues_and_pool_size_last_known() -> None:
+    """`stats` or `active_queues` came after the deadline: the worker did not stop
+    consuming nor lose its pool, so capacity and paused/waiting do not blink."""
+    late = reply("celery@a", (), concurrency=None, complete=False,
+                 active=[task("1", "emails", started_at=NOW)])
+    made = inputs(workers=workers_reading(late),
+                  known_worker_queues={"celery@a": ("emails",)},
+                  known_worker_concurrency={"celery@a": 8})
+    workers, _, queues = snapshot(made)
+    assert workers["celery@a"] == WorkerState("celery@a", True, ("emails",), 1, 8, NOW)
+    assert queues["emails"].capacity == 8
+    first = inputs(workers=workers_reading(late))  # nothing known yet: what it said
+    assert live_workers(first)["celery@a"] == WorkerState("celery@a", True, (), 1, None, NOW)
+    answered = reply("celery@a", ("reports",), concurrency=2)  # a complete reply wins
+    made = dataclasses.replace(made, workers=workers_reading(answered))
+    assert live_workers(made)["celery@a"] == WorkerState("celery@a", True, ("reports",), 0, 2, NOW)
+    silent = inputs(  # no reply at all this round, alive per its heartbeat
+        tracker=tracker_view(workers={"celery@a": seen("celery@a", NOW - 10, active=3)}),
+        known_worker_queues={"celery@a": ("emails",)}, known_worker_concurrency={"celery@a": 8},
+    )
+    assert live_workers(silent)["celery@a"].concurrency == 8
+
+
 def test_a_recent_heartbeat_keeps_a_silent_worker_up() -> None:
     """No reply this round (it was busy), but a heartbeat within --worker-timeout."""
     made = inputs(
