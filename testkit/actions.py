@@ -240,10 +240,18 @@ class Stack:
     def start(self, queues: tuple[str, ...], *extra: str, **worker: Any) -> tuple[
         Sidecar, CeleryWorker, ActionsClient
     ]:
-        """A sidecar and a worker started side by side; the admin's client of the sidecar."""
+        """A sidecar and a worker started side by side; the admin's client of the sidecar.
+
+        Returns once a snapshot shows the worker consuming every queue: the first
+        snapshot may be older than the worker, and actions only know queues a snapshot
+        holds.
+        """
         car = self.sidecar(*extra, ready=False)
         started = self.worker(*queues, **worker)
         car.wait_ready()
+        car.wait_for(lambda s: all(
+            value(s, "celery_queue_consumers", queue=queue) >= 1 for queue in queues
+        ))
         return car, started, ActionsClient(car.base_url, ADMIN)
 
     def publish(self, queue: str, name: str = GATED, *args: Any, **options: Any) -> str:

@@ -25,6 +25,8 @@ from testkit.procs import children, pid_alive, process_cpu
 REFRESHED_AT = "celery_exporter_last_refresh_timestamp_seconds"
 #: 1 once the event stream is subscribed (with the label source="events").
 SOURCE_UP = "celery_exporter_source_up"
+#: Families a failed wait prints: what the sidecar counted and placed when it gave up.
+DIAGNOSED = frozenset({"celery_queue_jobs", "celery_tasks_total", "celery_worker_up"})
 
 
 class Sidecar:
@@ -124,7 +126,7 @@ class Sidecar:
             time.sleep(0.2)  # polling interval: the condition is checked again after it
         raise AssertionError(
             f"condition not met in {timeout}s (last error: {error}); "
-            f"queue samples: {[(k, v) for k, v in last.items() if k[0] == 'celery_queue_jobs']}"
+            f"queue samples: {[(k, v) for k, v in last.items() if k[0] in DIAGNOSED]}"
             f"\nsidecar log (end):\n{self.log()[-3000:]}"
         )
 
