@@ -337,6 +337,13 @@ def case_strategy(schema: Any, label: str, api: Api) -> st.SearchStrategy[Any]:
         strategies.append(operation.as_strategy(
             path_parameters={"queueName": "empty"}, body={"confirm": "empty"},
         ))
+    if path.endswith("/retry"):  # a job that can be retried: each of them runs once
+        retryable = sorted(api.ids["done:failed"] + api.ids["done:completed"])
+        strategies.append(st.sampled_from(retryable).flatmap(
+            lambda job: operation.as_strategy(
+                path_parameters={"queueName": "done", "jobId": job}, body={},
+            )
+        ))
     if path.endswith("/cancel"):  # stop the running job, with every signal
         strategies.append(st.sampled_from(SIGNALS).flatmap(
             lambda sig: operation.as_strategy(
