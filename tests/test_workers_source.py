@@ -8,6 +8,7 @@ binding in Redis for each reply queue ever declared.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 from exporter.sources.workers import REPLY_POLL_SECONDS, WorkersSource, make_inspect_app
@@ -53,3 +54,42 @@ def test_a_round_ends_once_the_expected_worker_answered_everything(
     print(f"rounds answered by one worker: {durations} s")
     assert max(durations) < 1.0, durations  # far under the 5 s deadline
     assert redis_server.client().scard(REPLY_BINDINGS) == 1
+
+
+def test_items_of_the_reply_queue_that_are_no_replies_cost_only_themselves(
+    redis_server: RedisServer, celery_worker_factory: Callable[..., CeleryWorker]
+) -> None:
+    """Anyone with access to Redis can push to the (now stable) reply queue: each bad item
+    is counted and skipped, and the worker's real answers still make a complete reply."""
+    worker = celery_worker_factory(redis_server.url, queues=("celery",), concurrency=1)
+    app = make_inspect_app(redis_server.url, {})
+    source = WorkersSource(app, 5.0)
+    client = redis_server.client()
+    try:
+        source.read(expected_workers=[worker.hostname])  # declares the reply queue
+        [member] = client.smembers(REPLY_BINDINGS)
+        assert isinstance(member, bytes)
+        reply_queue = member.split(b"\x06\x16")[-1]
+        envelope = {"body": "e30=", "content-encoding": "utf-8", "headers": {},
+                    "properties": {"body_encoding": "base64", "delivery_tag": "t"}}
+        poison = [
+            b"not json",
+            json.dumps({"body": "x"}).encode(),  # no properties
+            json.dumps({**envelope, "content-type": "application/x-python-serialize"}).encode(),
+            json.dumps({**envelope, "content-type": "application/json",
+                        "body": "bm90IGpzb24="}).encode(),  # "not json"
+            json.dumps({**envelope, "content-type": "application/json",
+                        "headers": ["ticket"]}).encode(),
+            json.dumps({**envelope, "content-type": "application/json",
+                        "headers": {"ticket": ["a"]}}).encode(),
+        ]
+        client.rpush(reply_queue, *poison)
+        reading = source.read(expected_workers=[worker.hostname])
+    finally:
+        app.close()
+    assert reading.replies[worker.hostname].complete
+    assert reading.replies[worker.hostname].concurrency == 1
+    # Three items no kombu message, two bodies it may not or cannot decode; the reply with
+    # a ticket of the wrong type decodes and is ignored like any stranger's reply.
+    assert reading.malformed == 5
+    assert client.llen(reply_queue) == 0

@@ -52,6 +52,7 @@ class WorkersSource:
         expected = frozenset(expected_workers)
         tickets = {uuid(): command for command in COMMANDS}
         bodies: dict[str, dict[str, Any]] = {command: {} for command in COMMANDS}
+        unreadable = 0
 
         with self._app.connection_for_write(transport_options=self._short_polls) as connection:
             mailbox = self._mailbox
@@ -60,13 +61,20 @@ class WorkersSource:
                 self._short_polls = _short_polls_for(channel)
 
             def on_reply(body: Any, message: Any) -> None:
-                command = tickets.get(message.headers.get("ticket"))
+                headers = message.headers
+                ticket = headers.get("ticket") if isinstance(headers, dict) else None
+                command = tickets.get(ticket) if isinstance(ticket, str) else None
                 if command is not None and isinstance(body, dict):
                     bodies[command].update(body)
 
+            def on_undecodable(message: Any, exc: Exception) -> None:
+                nonlocal unreadable
+                unreadable += 1
+                log.debug("inspect: skipped a reply that does not decode: %s", exc)
+
             consumer = Consumer(  # type: ignore[no-untyped-call]
                 channel, [mailbox.reply_queue], accept=["json"], no_ack=True,
-                callbacks=[on_reply],
+                callbacks=[on_reply], on_decode_error=on_undecodable,
             )
             with consumer:
                 for ticket, command in tickets.items():
@@ -82,12 +90,17 @@ class WorkersSource:
                         connection.drain_events(timeout=min(remaining, 0.05))
                     except TimeoutError:
                         continue
+                    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                        # An item of the reply queue that is no kombu message (anyone
+                        # with access to Redis can push one): it alone is skipped.
+                        unreadable += 1
+                        log.debug("inspect: skipped a reply queue item: %r", exc)
         replies, malformed = assemble_replies(bodies)
         return WorkersReading(
             replies=replies,
             read_at=time.time(),
             duration=time.monotonic() - started,
-            malformed=malformed,
+            malformed=malformed + unreadable,
         )
 
 
