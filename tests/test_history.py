@@ -144,8 +144,9 @@ def test_a_retry_link_is_saved_in_place_and_loads_back(
     refresher_and_tracker: tuple[Refresher, TaskTracker, JobHistory],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """`retriedBy` survives a restart: the saved entry is edited where it is, even when a
-    save pushes onto the list between the lookup and the write."""
+    """`retriedBy` survives a restart: saved entries are edited where they are, many in
+    one read of the list, even when a save pushes onto it between the read and the
+    write; a hostile entry costs nothing but itself."""
     refresher, tracker, history = refresher_and_tracker
     refresher.refresh_once()
     ids, events = failed_task_events(5, "work", start=1_000.0)
@@ -153,28 +154,42 @@ def test_a_retry_link_is_saved_in_place_and_loads_back(
     refresher.refresh_once()
     key = history.key("failed", "work")
     admin = redis_server.client()
+    hostile = [b'{"id": ["not", "a", "string"]}', b"not json", b'{"id": "%s"' % ids[0].encode()]
+    admin.rpush(key, *hostile)
     before = admin.lrange(key, 0, -1)
+    reads = 0
+    lrange = history._client.lrange
 
-    assert history.mark_retried("work", ids[1], "run-2")
+    def counted_lrange(*args: Any) -> Any:
+        nonlocal reads
+        reads += 1
+        return lrange(*args)
+
+    monkeypatch.setattr(history._client, "lrange", counted_lrange)
+    assert history.mark_retried("work", {ids[1]: "run-2", ids[2]: "run-3"}) == {ids[1], ids[2]}
+    assert reads == 1  # the failed list, once; all were found: the completed one is not read
     after = admin.lrange(key, 0, -1)
     changed = [i for i, (old, new) in enumerate(zip(before, after, strict=True)) if old != new]
-    assert changed == [3]  # newest first: ids[1] is the fourth entry, and only it changed
+    assert changed == [2, 3]  # newest first: ids[2] and ids[1], and nothing else
     loaded = {job.id: job.retried_by for chunk in history.load() for job in chunk}
-    assert loaded == {task_id: ("run-2" if task_id == ids[1] else None) for task_id in ids}
+    expected = {ids[1]: "run-2", ids[2]: "run-3"}
+    assert loaded == {task_id: expected.get(task_id) for task_id in ids}
 
-    # A save lands between the lookup and the write: the entry moved one place down.
+    # A save lands between the read and the write: the entry moved one place down.
     lookup = history._entries_of
-    def lookup_then_save(key: str, task_id: str) -> Iterator[Any]:
-        found = list(lookup(key, task_id))
-        if admin.llen(key) == len(ids):
+
+    def lookup_then_save(key: str, task_ids: Any) -> Any:
+        found = lookup(key, task_ids)
+        if admin.llen(key) == len(before):
             _newer, more = failed_task_events(1, "work", start=2_000.0)
             tracker.apply_batch(events_from(more))
             refresher.refresh_once()
-        yield from found
+        return found
+
     monkeypatch.setattr(history, "_entries_of", lookup_then_save)
-    assert history.mark_retried("work", ids[3], "run-4")
+    assert history.mark_retried("work", {ids[3]: "run-4"}) == {ids[3]}
     loaded = {job.id: job.retried_by for chunk in history.load() for job in chunk}
     assert loaded[ids[3]] == "run-4" and loaded[ids[1]] == "run-2"
-    assert len(loaded) == len(ids) + 1 and sum(v is not None for v in loaded.values()) == 2
-    assert not history.mark_retried("work", "never-saved", "run-x")
+    assert len(loaded) == len(ids) + 1 and sum(v is not None for v in loaded.values()) == 3
+    assert history.mark_retried("work", {"never-saved": "run-x"}) == set()
     admin.close()

@@ -128,13 +128,15 @@ class JobActions:
             call, source = self._exact_call(task_id)
             self._guard_retry(task_id)
         try:
-            return self._audited(
+            done = self._audited(
                 actor, "retry", queue, task_id, {},
                 lambda: self._publish_again(queue, task_id, call, source),
             )
         except ActionRefused:
             self._release_retry_guard(task_id)  # it did not run: the next retry may
             raise
+        self._save_retried_links(queue, {task_id: done.task_id})
+        return done
 
     def cancel(
         self, actor: Actor, queue: str, task_id: str, *, terminate: bool = False,
@@ -333,22 +335,22 @@ class JobActions:
     ) -> tuple[RetryDone, str]:
         new_id = self._control.publish_again(call.name, call.args, call.kwargs, queue, task_id)
         self._tracker.mark_retried(queue, task_id, new_id)
-        self._save_retried_link(queue, task_id, new_id)
         done = RetryDone(new_id, task_id, call.name, queue, call.args, call.kwargs, source)
         return done, f"published as {new_id} (arguments from the {source.replace('-', ' ')})"
 
-    def _save_retried_link(self, queue: str, task_id: str, new_id: str) -> None:
-        """Keep `retriedBy` across a restart; the retry itself is done either way."""
-        if self._history is None:
+    def _save_retried_links(self, queue: str, links: Mapping[str, str]) -> None:
+        """Keep `retriedBy` across a restart, for all the jobs one request retried at
+        once (one read of each history list); the retries are done either way."""
+        if self._history is None or not links:
             return
         try:
-            self._history.mark_retried(queue, task_id, new_id)
+            self._history.mark_retried(queue, links)
         except redis.RedisError as exc:
-            log.warning("job %s was retried as %s, but the link was not saved: %s",
-                        task_id, new_id, exc)
+            log.warning("%d jobs were retried, but their links to the new runs were not "
+                        "saved: %s", len(links), exc)
 
     def _retry_each(self, queue: str, task_ids: list[str]) -> tuple[BulkRetryDone, str]:
-        retried: list[str] = []
+        retried: dict[str, str] = {}  # old id -> new id
         skipped: list[tuple[str, str]] = []
         for task_id in task_ids:
             try:
@@ -358,8 +360,9 @@ class JobActions:
                 skipped.append((task_id, refused.message))
                 continue
             done, _ = self._publish_again(queue, task_id, call, source)
-            retried.append(done.task_id)
-        result = BulkRetryDone(tuple(retried), tuple(skipped))
+            retried[task_id] = done.task_id
+        self._save_retried_links(queue, retried)
+        result = BulkRetryDone(tuple(retried.values()), tuple(skipped))
         return result, f"retried {len(retried)}, skipped {len(skipped)}"
 
     def _cancel(

@@ -9,7 +9,7 @@ everything once, at the first refresh that reaches the broker.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 
 import orjson
 import redis
@@ -41,6 +41,8 @@ return 0
 """
 #: Tries at finding an entry again after the list moved under it (a save pushed).
 _REPLACE_TRIES = 3
+#: Up to this many ids, a list's entries are searched for their text before decoding.
+_NEEDLES = 16
 
 
 def dump_job(job: Job) -> bytes:
@@ -129,43 +131,58 @@ class JobHistory:
         removed = 0
         for status in ("completed", "failed"):
             key = self.key(status, queue)
-            for _index, raw, _saved in list(self._entries_of(key, task_id)):
+            for _index, raw, _saved in self._entries_of(key, (task_id,)):
                 removed += int(self._client.lrem(key, 0, raw))  # type: ignore[arg-type]
         return removed
 
-    def mark_retried(self, queue: str, task_id: str, new_id: str) -> bool:
-        """Note in the saved copy of a job the id of the run that retries it.
+    def mark_retried(self, queue: str, links: Mapping[str, str]) -> set[str]:
+        """Note in the saved copies of jobs the ids of the runs that retry them.
 
-        The entry is edited in place (same position in its list), so the link survives
-        a restart; whether a saved copy was found. A save that moves the list between
-        the read and the write is detected and the entry looked up again.
+        `links` maps a job's id to its new run's. Each entry is edited in place (same
+        position in its list), so the link survives a restart; each list is read once
+        per call, whatever the number of jobs. A save that moves a list between the
+        read and the write is detected, and the entries it moved are looked up again.
+        Returns the ids whose saved copy was found and edited.
         """
+        marked: set[str] = set()
         for status in ("failed", "completed"):
             key = self.key(status, queue)
             for _ in range(_REPLACE_TRIES):
-                found = next(self._entries_of(key, task_id), None)
-                if found is None:
+                wanted = {i: new for i, new in links.items() if i not in marked}
+                moved = False
+                for index, raw, saved in self._entries_of(key, wanted):
+                    task_id = str(saved["id"])
+                    saved["retried_by"] = wanted[task_id]
+                    if self._replace_at(keys=[key], args=[index, raw, orjson.dumps(saved)]):
+                        marked.add(task_id)
+                    else:
+                        moved = True
+                if not moved:
                     break
-                index, raw, saved = found
-                saved["retried_by"] = new_id
-                if self._replace_at(keys=[key], args=[index, raw, orjson.dumps(saved)]):
-                    return True
-        return False
+        return marked
 
     def _entries_of(
-        self, key: str, task_id: str
-    ) -> Iterator[tuple[int, bytes, dict[str, object]]]:
-        """The position, bytes and decoded object of each saved entry of `task_id` in `key`."""
-        needle = orjson.dumps(task_id)
+        self, key: str, task_ids: Collection[str]
+    ) -> list[tuple[int, bytes, dict[str, object]]]:
+        """The position, bytes and decoded object of each saved entry in `key` of one of
+        `task_ids` (one LRANGE)."""
+        if not task_ids:
+            return []
+        # A few ids: entries that do not hold one of them are not decoded.
+        needles = [orjson.dumps(i) for i in task_ids] if len(task_ids) <= _NEEDLES else []
+        found = []
         for index, raw in enumerate(self._client.lrange(key, 0, -1)):
-            if not isinstance(raw, bytes) or needle not in raw:
+            if not isinstance(raw, bytes) or (needles and not any(n in raw for n in needles)):
                 continue
             try:
                 saved = orjson.loads(raw)
             except orjson.JSONDecodeError:
                 continue
-            if isinstance(saved, dict) and saved.get("id") == task_id:
-                yield index, raw, saved
+            if isinstance(saved, dict):
+                task_id = saved.get("id")
+                if isinstance(task_id, str) and task_id in task_ids:
+                    found.append((index, raw, saved))
+        return found
 
     def load(self, admit: Callable[[str], bool] = lambda queue: True) -> Iterator[list[Job]]:
         """Every saved job in chunks, newest first within each list; unreadable ones skipped.
